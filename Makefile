@@ -1,0 +1,61 @@
+# The project's habits. Every target works on a fresh machine: `make dev` builds
+# the virtualenv and the Rust extension on first use.
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+VENV_OK := .venv/.installed
+
+.PHONY: dev build demo test test-rust test-py lint fmt bench bench-save bench-compare fuzz clean
+
+$(VENV_OK): pyproject.toml
+	python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q maturin
+	$(PIP) install -q -e '.[test]'
+	touch $(VENV_OK)
+
+dev: $(VENV_OK)
+
+# Rebuild the extension after Rust changes (incremental, release mode).
+build: $(VENV_OK)
+	.venv/bin/maturin develop --release --quiet
+
+demo: build
+	.venv/bin/kubemetrics demo
+
+test: lint test-rust test-py
+
+test-rust:
+	cargo test --workspace --exclude kubemetrics-py --quiet
+
+test-py: build
+	$(PY) -m pytest -q
+
+lint: build
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	.venv/bin/ruff check python tests benches
+	.venv/bin/ruff format --check python tests benches
+	.venv/bin/mypy
+
+fmt: $(VENV_OK)
+	cargo fmt --all
+	.venv/bin/ruff format python tests benches
+	.venv/bin/ruff check --fix python tests benches
+
+# Benchmarks compare against a baseline measured in the same run (ratios);
+# bench-save / bench-compare keep a history for regression runs.
+BENCH := $(PY) -m pytest benches -q --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
+bench: build
+	$(BENCH)
+
+bench-save: build
+	$(BENCH) --benchmark-autosave
+
+bench-compare: build
+	$(BENCH) --benchmark-compare --benchmark-compare-fail=median:25%
+
+fuzz:
+	cd rust/fuzz && cargo +nightly fuzz run parse -- -max_total_time=$${FUZZ_SECONDS:-600}
+
+clean:
+	rm -rf .venv target

@@ -1,0 +1,3 @@
+"""Type stub for the Rust extension (rust/py): the whole native surface."""
+
+__version__: str

@@ -1,0 +1,1 @@
+"""kubemetrics-sim: a simulated Kubernetes control plane and kubelet fleet."""

@@ -1,0 +1,8 @@
+//! kubemetrics-core: the pure-Rust engine behind kubemetrics.
+//!
+//! Data walks one way: `parse` (kubelet text → [`parse::Batch`]) → `store`
+//! (last/prev points, rates → [`snapshot::Snapshot`]) → `encode` (API bytes).
+//! Nothing here knows about Python; `rust/py` is the only door to it.
+
+pub mod parse;
+pub mod snapshot;

@@ -1,0 +1,9 @@
+//! The PyO3 door to kubemetrics-core: conversion at the boundary, nothing else.
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
