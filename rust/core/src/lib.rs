@@ -4,5 +4,7 @@
 //! (last/prev points, rates → [`snapshot::Snapshot`]) → `encode` (API bytes).
 //! Nothing here knows about Python; `rust/py` is the only door to it.
 
+pub mod intern;
 pub mod parse;
 pub mod snapshot;
+pub mod store;
