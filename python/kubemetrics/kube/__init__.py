@@ -1,0 +1,39 @@
+"""API-server access: credentials, an aiohttp client, a list+watch reflector, discovery."""
+
+from kubemetrics.kube.client import (
+    ApiClient,
+    ApiConnectionError,
+    ApiError,
+    ClusterCredentials,
+    ConfigError,
+    TokenSource,
+    load_credentials,
+    load_incluster_credentials,
+    load_kubeconfig_credentials,
+)
+from kubemetrics.kube.discovery import (
+    DEFAULT_ADDRESS_TYPES,
+    Discovery,
+    DiscoverySettings,
+    NodeTarget,
+)
+from kubemetrics.kube.reflector import Reflector, ReflectorHandler, ReflectorSettings
+
+__all__ = [
+    "DEFAULT_ADDRESS_TYPES",
+    "ApiClient",
+    "ApiConnectionError",
+    "ApiError",
+    "ClusterCredentials",
+    "ConfigError",
+    "Discovery",
+    "DiscoverySettings",
+    "NodeTarget",
+    "Reflector",
+    "ReflectorHandler",
+    "ReflectorSettings",
+    "TokenSource",
+    "load_credentials",
+    "load_incluster_credentials",
+    "load_kubeconfig_credentials",
+]

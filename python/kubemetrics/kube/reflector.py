@@ -1,0 +1,244 @@
+"""A generic list+watch reflector over plain dicts (orjson), no model classes.
+
+The loop: list (paginated when ``page_size`` is set), then watch from the list's
+resourceVersion with bookmarks and a random 5–10 min ``timeoutSeconds`` (like client-go). A watch
+that ends cleanly is resumed from the last resourceVersion; ``410 Gone`` (as an HTTP status or
+an ``ERROR`` event) and a broken watch lead to a relist. While the API server is unreachable the
+reflector backs off exponentially with jitter and the handler keeps what it has, so serving goes
+on with the last known state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from kubemetrics.kube.client import ApiClient, ApiConnectionError, ApiError
+
+log = logging.getLogger("kubemetrics.kube")
+
+
+class ReflectorHandler(Protocol):
+    """Receives the reflector's objects as the dicts orjson produced.
+
+    A (re)list calls ``begin_list``, then ``list_page`` once per page, then ``end_list``, after
+    which the handler drops whatever it holds that the list did not contain. A list that fails
+    half-way gets no ``end_list`` (nothing is dropped; the next list reconciles).
+    """
+
+    def begin_list(self) -> None: ...
+
+    def list_page(self, items: list[dict[str, Any]]) -> None: ...
+
+    def end_list(self) -> None: ...
+
+    def on_event(self, event_type: str, obj: dict[str, Any]) -> None:
+        """``ADDED``, ``MODIFIED`` or ``DELETED`` with the event's object."""
+        ...
+
+
+class _Gone(Exception):
+    """The watch's resourceVersion is too old: relist."""
+
+
+class _WatchBroken(Exception):
+    """The watch failed in a way that calls for a relist."""
+
+
+@dataclass(frozen=True)
+class ReflectorSettings:
+    """What to list and watch.
+
+    ``path`` is the collection, e.g. ``/api/v1/pods``. ``list_accept``/``watch_accept`` choose
+    the representation (metadata-only pods use ``as=PartialObjectMetadataList`` /
+    ``as=PartialObjectMetadata``). ``page_size`` enables ``limit``/``continue`` paging.
+    """
+
+    path: str
+    name: str = ""
+    label_selector: str = ""
+    field_selector: str = ""
+    list_accept: str = "application/json"
+    watch_accept: str = "application/json"
+    page_size: int | None = 500
+    list_timeout: float = 300.0
+    watch_timeout_min: float = 300.0
+    watch_timeout_max: float = 600.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    extra_params: Mapping[str, str] = field(default_factory=dict)
+
+
+class Reflector:
+    """Keeps ``handler`` in step with one collection; run :meth:`run` as a task."""
+
+    def __init__(
+        self,
+        client: ApiClient,
+        settings: ReflectorSettings,
+        handler: ReflectorHandler,
+        *,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self._client = client
+        self._s = settings
+        self._handler = handler
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._synced = asyncio.Event()
+        self.resource_version = ""
+        self.lists = 0  # completed lists (relists included), for tests and debugging
+        self.last_error: str | None = None
+        self._events = 0  # events seen by the current watch
+        self.name = settings.name or settings.path
+
+    @property
+    def has_synced(self) -> bool:
+        """True once the first list has been handed to the handler."""
+        return self._synced.is_set()
+
+    async def wait_synced(self) -> None:
+        await self._synced.wait()
+
+    def _params(self) -> dict[str, str]:
+        params = dict(self._s.extra_params)
+        if self._s.label_selector:
+            params["labelSelector"] = self._s.label_selector
+        if self._s.field_selector:
+            params["fieldSelector"] = self._s.field_selector
+        return params
+
+    async def _list(self, consistent: bool) -> None:
+        """List every page and hand it over; sets ``resource_version`` to the list's."""
+        params = self._params()
+        if self._s.page_size:
+            params["limit"] = str(self._s.page_size)
+        # resourceVersion=0 lets the API server answer from its watch cache (cheap for it,
+        # like client-go's first list); after a 410 ask for a consistent read instead.
+        if not consistent:
+            params["resourceVersion"] = "0"
+        begun = False
+        while True:
+            body = await self._client.get_json(
+                self._s.path,
+                params,
+                accept=self._s.list_accept,
+                request_timeout=self._s.list_timeout,
+            )
+            if not isinstance(body, dict):
+                raise ApiConnectionError(f"list {self._s.path}: response is not an object")
+            items = body.get("items") or []
+            meta = body.get("metadata") or {}
+            if not begun:
+                self._handler.begin_list()
+                begun = True
+            self._handler.list_page(items)
+            cont = meta.get("continue")
+            if not cont:
+                self.resource_version = str(meta.get("resourceVersion") or "")
+                break
+            params.pop("resourceVersion", None)  # continue tokens carry their own version
+            params["continue"] = cont
+        self._handler.end_list()
+        self.lists += 1
+        self._synced.set()
+
+    async def _watch(self) -> None:
+        """Watch from ``resource_version`` until the server ends the watch cleanly."""
+        timeout = int(self._rng.uniform(self._s.watch_timeout_min, self._s.watch_timeout_max))
+        params = self._params()
+        params.update(
+            watch="true",
+            allowWatchBookmarks="true",
+            timeoutSeconds=str(timeout),
+            resourceVersion=self.resource_version,
+        )
+        handler = self._handler
+        async with self._client.stream_lines(
+            self._s.path, params, accept=self._s.watch_accept, read_timeout=timeout + 60.0
+        ) as lines:
+            async for line in lines:
+                try:
+                    event = orjson.loads(line)
+                    etype = event["type"]
+                    obj = event["object"]
+                except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise _WatchBroken(f"undecodable watch event: {exc}") from exc
+                if etype == "ERROR":
+                    code = obj.get("code") if isinstance(obj, dict) else None
+                    msg = obj.get("message", "") if isinstance(obj, dict) else ""
+                    if code == 410:
+                        raise _Gone(msg or "resource version too old")
+                    raise _WatchBroken(f"watch error {code}: {msg}")
+                if not isinstance(obj, dict):
+                    raise _WatchBroken(f"watch event {etype} without an object")
+                rv = (obj.get("metadata") or {}).get("resourceVersion")
+                if etype != "BOOKMARK":
+                    handler.on_event(etype, obj)
+                self._events += 1
+                if rv:
+                    self.resource_version = rv
+
+    async def run(self) -> None:
+        """List and watch forever (until cancelled)."""
+        loop = asyncio.get_running_loop()
+        backoff = self._s.backoff_initial
+        need_list = True
+        consistent = False
+        gone_streak = 0
+        while True:
+            try:
+                if need_list:
+                    await self._list(consistent)
+                    need_list = False
+                    consistent = False
+                    backoff = self._s.backoff_initial
+                    if self.last_error is not None:
+                        log.info("%s: list succeeded again", self.name)
+                        self.last_error = None
+                started = loop.time()
+                self._events = 0
+                await self._watch()
+                if self._events or loop.time() - started >= 1.0:
+                    gone_streak = 0
+                    continue  # a clean end (timeoutSeconds): resume from the last version
+                # A watch that ends at once with nothing in it: don't spin on it.
+                self._note_error(f"watch {self._s.path} ended immediately")
+            except _Gone as exc:
+                log.info("%s: watch expired (%s); relisting", self.name, exc)
+                need_list, consistent = True, True
+                gone_streak = gone_streak + 1 if not self._events else 1
+                if gone_streak < 2:
+                    continue
+            except ApiError as exc:
+                if exc.status == 410:
+                    # An expired version on the watch, or an expired continue token in a list.
+                    log.info("%s: %s; relisting", self.name, exc)
+                    need_list, consistent = True, True
+                    gone_streak += 1
+                    if gone_streak < 2:
+                        continue
+                else:
+                    self._note_error(str(exc))
+                    need_list = True
+            except (ApiConnectionError, _WatchBroken) as exc:
+                self._note_error(str(exc))
+                need_list = True
+            delay = self._rng.uniform(backoff / 2, backoff)
+            backoff = min(backoff * 2, self._s.backoff_max)
+            await self._sleep(delay)
+
+    def _note_error(self, message: str) -> None:
+        # One warning per outage, the rest at debug level: a down API server is one event.
+        if self.last_error is None:
+            log.warning("%s: %s (retrying with backoff; keeping current state)", self.name, message)
+        else:
+            log.debug("%s: still failing: %s", self.name, message)
+        self.last_error = message
