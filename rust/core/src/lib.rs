@@ -4,7 +4,11 @@
 //! (last/prev points, rates → [`snapshot::Snapshot`]) → `encode` (API bytes).
 //! Nothing here knows about Python; `rust/py` is the only door to it.
 
+pub mod encode;
 pub mod intern;
+pub mod inventory;
 pub mod parse;
+pub mod quantity;
+pub mod selector;
 pub mod snapshot;
 pub mod store;

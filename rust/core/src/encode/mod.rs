@@ -1,0 +1,789 @@
+//! metrics.k8s.io response bodies, straight from a [`Snapshot`]'s columns.
+//!
+//! Per-item fragments (everything but `creationTimestamp` and labels) are
+//! built lazily, 256 items at a time, once per snapshot and format, and kept
+//! in a cache tied to the snapshot's identity; a response is then mostly
+//! memcpy of fragments with the request time and the pre-encoded labels
+//! spliced in.
+
+pub mod json;
+pub mod protobuf;
+pub mod table;
+
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+
+use crate::inventory::{Inventory, LabelSet};
+use crate::quantity::write_rfc3339;
+use crate::snapshot::Snapshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiVersion {
+    V1beta1,
+    V1,
+}
+
+impl ApiVersion {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "v1beta1" => Some(Self::V1beta1),
+            "v1" => Some(Self::V1),
+            _ => None,
+        }
+    }
+
+    pub fn group_version(self) -> &'static str {
+        match self {
+            Self::V1beta1 => "metrics.k8s.io/v1beta1",
+            Self::V1 => "metrics.k8s.io/v1",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Protobuf,
+    Table,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "json" => Some(Self::Json),
+            "protobuf" => Some(Self::Protobuf),
+            "table" => Some(Self::Table),
+            _ => None,
+        }
+    }
+}
+
+/// What to encode besides the items themselves.
+#[derive(Debug, Clone, Copy)]
+pub struct Request {
+    pub api_version: ApiVersion,
+    pub format: Format,
+    /// One object (kind `NodeMetrics`/`PodMetrics`) instead of a list.
+    pub single: bool,
+    /// The response time, Unix seconds: every item's `creationTimestamp`.
+    pub now_s: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncodeError {
+    IndexOutOfRange {
+        index: i64,
+        len: usize,
+    },
+    NotSingle(usize),
+    /// The snapshot's columns disagree in length or container ranges; a bug
+    /// in whoever built it, reported instead of panicking.
+    Inconsistent(&'static str),
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::IndexOutOfRange { index, len } => {
+                write!(f, "index {index} out of range for {len} items")
+            }
+            Self::NotSingle(n) => write!(f, "single=True needs exactly one index, got {n}"),
+            Self::Inconsistent(what) => write!(f, "inconsistent snapshot: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+/// Checks indices (e.g. from numpy) against a length.
+pub fn check_indices(indices: &[i64], len: usize) -> Result<Vec<usize>, EncodeError> {
+    indices
+        .iter()
+        .map(|&i| match usize::try_from(i) {
+            Ok(u) if u < len => Ok(u),
+            _ => Err(EncodeError::IndexOutOfRange { index: i, len }),
+        })
+        .collect()
+}
+
+/// Labels of the given snapshot nodes from the inventory (empty when unknown).
+pub fn node_labels(snap: &Snapshot, inv: &Inventory, indices: &[usize]) -> Vec<Arc<LabelSet>> {
+    indices
+        .iter()
+        .map(|&i| {
+            snap.nodes
+                .name
+                .get(i)
+                .and_then(|n| inv.node_labels(n))
+                .cloned()
+                .unwrap_or_else(LabelSet::empty)
+        })
+        .collect()
+}
+
+/// Labels of the given snapshot pods from the inventory (empty when unknown).
+pub fn pod_labels(snap: &Snapshot, inv: &Inventory, indices: &[usize]) -> Vec<Arc<LabelSet>> {
+    let p = &snap.pods;
+    indices
+        .iter()
+        .map(|&i| {
+            match (p.namespace.get(i), p.name.get(i)) {
+                (Some(ns), Some(name)) => inv.pod_labels(ns, name).cloned(),
+                _ => None,
+            }
+            .unwrap_or_else(LabelSet::empty)
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------ cache --
+
+const CHUNK: usize = 256;
+
+type Builder = fn(&Snapshot, usize, &mut Vec<u8>) -> usize;
+
+struct Chunk {
+    buf: Vec<u8>,
+    /// Per item: (start, split, end) in `buf`.
+    bounds: Vec<(usize, usize, usize)>,
+}
+
+/// Lazily built fragments of one kind of item in one format.
+struct FragmentCache {
+    chunks: Box<[OnceLock<Chunk>]>,
+    len: usize,
+    build: Builder,
+}
+
+impl FragmentCache {
+    fn new(len: usize, build: Builder) -> Self {
+        FragmentCache {
+            chunks: (0..len.div_ceil(CHUNK)).map(|_| OnceLock::new()).collect(),
+            len,
+            build,
+        }
+    }
+
+    /// (head, tail) of item `i`; `i < len` is checked by the caller.
+    fn get<'a>(&'a self, snap: &Snapshot, i: usize) -> (&'a [u8], &'a [u8]) {
+        let c = i / CHUNK;
+        let chunk = self.chunks[c].get_or_init(|| {
+            let lo = c * CHUNK;
+            let hi = (lo + CHUNK).min(self.len);
+            let mut buf = Vec::with_capacity((hi - lo) * 192);
+            let mut bounds = Vec::with_capacity(hi - lo);
+            for item in lo..hi {
+                let start = buf.len();
+                let split = (self.build)(snap, item, &mut buf);
+                bounds.push((start, split, buf.len()));
+            }
+            Chunk { buf, bounds }
+        });
+        let (start, split, end) = chunk.bounds[i - c * CHUNK];
+        (&chunk.buf[start..split], &chunk.buf[split..end])
+    }
+}
+
+/// Everything cached for one snapshot.
+pub struct SnapshotCache {
+    shape: Result<(), EncodeError>,
+    nodes_json: FragmentCache,
+    nodes_proto: FragmentCache,
+    pods_json: FragmentCache,
+    pods_proto: FragmentCache,
+}
+
+impl SnapshotCache {
+    fn new(snap: &Snapshot) -> Self {
+        let nodes = snap.nodes.len();
+        let pods = snap.pods.len();
+        SnapshotCache {
+            shape: check_shape(snap),
+            nodes_json: FragmentCache::new(nodes, json::node_fragment),
+            nodes_proto: FragmentCache::new(nodes, protobuf::node_fragment),
+            pods_json: FragmentCache::new(pods, json::pod_fragment),
+            pods_proto: FragmentCache::new(pods, protobuf::pod_fragment),
+        }
+    }
+}
+
+/// Every column has the right length and container ranges are in bounds,
+/// so the encoders can index without checks failing.
+fn check_shape(s: &Snapshot) -> Result<(), EncodeError> {
+    let n = &s.nodes;
+    let len = n.name.len();
+    if [
+        n.cpu_nanocores.len(),
+        n.memory_bytes.len(),
+        n.timestamp_ms.len(),
+        n.window_ms.len(),
+    ]
+    .iter()
+    .any(|&l| l != len)
+    {
+        return Err(EncodeError::Inconsistent("node columns differ in length"));
+    }
+    let p = &s.pods;
+    let len = p.name.len();
+    if [
+        p.namespace.len(),
+        p.node.len(),
+        p.timestamp_ms.len(),
+        p.window_ms.len(),
+    ]
+    .iter()
+    .any(|&l| l != len)
+    {
+        return Err(EncodeError::Inconsistent("pod columns differ in length"));
+    }
+    if p.container_start.len() != len + 1 {
+        return Err(EncodeError::Inconsistent(
+            "container_start is not pods + 1 long",
+        ));
+    }
+    let c = &s.containers;
+    let clen = c.name.len();
+    if c.cpu_nanocores.len() != clen || c.memory_bytes.len() != clen {
+        return Err(EncodeError::Inconsistent(
+            "container columns differ in length",
+        ));
+    }
+    if p.container_start.windows(2).any(|w| w[0] > w[1])
+        || p.container_start
+            .last()
+            .is_some_and(|&e| e as usize != clen)
+    {
+        return Err(EncodeError::Inconsistent(
+            "container ranges out of order or bounds",
+        ));
+    }
+    Ok(())
+}
+
+/// Caches of the last few snapshots, keyed by identity. A `Weak` keeps the
+/// allocation (not the data) alive, so an address is never mistaken for a
+/// newer snapshot's; dead entries are dropped on the next lookup.
+static REGISTRY: Mutex<Vec<(Weak<Snapshot>, Arc<SnapshotCache>)>> = Mutex::new(Vec::new());
+const REGISTRY_SIZE: usize = 4;
+
+pub fn cache_for(snap: &Arc<Snapshot>) -> Arc<SnapshotCache> {
+    let weak = Arc::downgrade(snap);
+    {
+        let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+        reg.retain(|(w, _)| w.strong_count() > 0);
+        if let Some((_, c)) = reg.iter().find(|(w, _)| w.ptr_eq(&weak)) {
+            return c.clone();
+        }
+    }
+    // Built outside the lock: shape checks are O(n). A racing builder for the
+    // same snapshot just loses its copy.
+    let cache = Arc::new(SnapshotCache::new(snap));
+    let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, c)) = reg.iter().find(|(w, _)| w.ptr_eq(&weak)) {
+        return c.clone();
+    }
+    if reg.len() >= REGISTRY_SIZE {
+        reg.remove(0);
+    }
+    reg.push((weak, cache.clone()));
+    cache
+}
+
+// --------------------------------------------------------------- assembly --
+
+fn now_text(now_s: i64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(20);
+    write_rfc3339(&mut v, now_s);
+    v
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Node,
+    Pod,
+}
+
+impl Kind {
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Node => ("NodeMetrics", "NodeMetricsList"),
+            Kind::Pod => ("PodMetrics", "PodMetricsList"),
+        }
+    }
+}
+
+pub fn encode_nodes(
+    snap: &Arc<Snapshot>,
+    indices: &[usize],
+    labels: &[Arc<LabelSet>],
+    req: &Request,
+) -> Result<Vec<u8>, EncodeError> {
+    encode(snap, Kind::Node, indices, labels, req)
+}
+
+pub fn encode_pods(
+    snap: &Arc<Snapshot>,
+    indices: &[usize],
+    labels: &[Arc<LabelSet>],
+    req: &Request,
+) -> Result<Vec<u8>, EncodeError> {
+    encode(snap, Kind::Pod, indices, labels, req)
+}
+
+fn encode(
+    snap: &Arc<Snapshot>,
+    kind: Kind,
+    indices: &[usize],
+    labels: &[Arc<LabelSet>],
+    req: &Request,
+) -> Result<Vec<u8>, EncodeError> {
+    let cache = cache_for(snap);
+    cache.shape.clone()?;
+    let len = match kind {
+        Kind::Node => snap.nodes.len(),
+        Kind::Pod => snap.pods.len(),
+    };
+    if let Some(&bad) = indices.iter().find(|&&i| i >= len) {
+        return Err(EncodeError::IndexOutOfRange {
+            index: i64::try_from(bad).unwrap_or(i64::MAX),
+            len,
+        });
+    }
+    if req.single && indices.len() != 1 {
+        return Err(EncodeError::NotSingle(indices.len()));
+    }
+    let empty = LabelSet::empty();
+    let label_at = |k: usize| -> &LabelSet { labels.get(k).map_or(&empty, |l| l) };
+    let now = now_text(req.now_s);
+    Ok(match req.format {
+        Format::Table => {
+            let ls: Vec<&LabelSet> = (0..indices.len()).map(label_at).collect();
+            match kind {
+                Kind::Node => table::nodes(snap, indices, &ls, &now),
+                Kind::Pod => table::pods(snap, indices, &ls, &now),
+            }
+        }
+        Format::Json => {
+            let frags = match kind {
+                Kind::Node => &cache.nodes_json,
+                Kind::Pod => &cache.pods_json,
+            };
+            assemble_json(snap, frags, kind, indices, &label_at, req, &now)
+        }
+        Format::Protobuf => {
+            let frags = match kind {
+                Kind::Node => &cache.nodes_proto,
+                Kind::Pod => &cache.pods_proto,
+            };
+            assemble_proto(snap, frags, kind, indices, &label_at, req)
+        }
+    })
+}
+
+fn assemble_json<'l>(
+    snap: &Snapshot,
+    frags: &FragmentCache,
+    kind: Kind,
+    indices: &[usize],
+    label_at: &dyn Fn(usize) -> &'l LabelSet,
+    req: &Request,
+    now: &[u8],
+) -> Vec<u8> {
+    let (item_kind, list_kind) = kind.names();
+    let gv = req.api_version.group_version();
+    let pieces: Vec<(&[u8], &[u8], &[u8])> = indices
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let (head, tail) = frags.get(snap, i);
+            (head, label_at(k).json(), tail)
+        })
+        .collect();
+    let items: usize = pieces
+        .iter()
+        .map(|(h, l, t)| 3 + h.len() + now.len() + l.len() + t.len())
+        .sum();
+    let mut out = Vec::with_capacity(items + 128);
+    let write_item = |out: &mut Vec<u8>, (h, l, t): &(&[u8], &[u8], &[u8])| {
+        out.extend_from_slice(h);
+        out.extend_from_slice(now);
+        out.push(b'"');
+        out.extend_from_slice(l);
+        out.extend_from_slice(t);
+    };
+    if req.single {
+        out.extend_from_slice(b"{\"kind\":\"");
+        out.extend_from_slice(item_kind.as_bytes());
+        out.extend_from_slice(b"\",\"apiVersion\":\"");
+        out.extend_from_slice(gv.as_bytes());
+        out.extend_from_slice(b"\",");
+        if let Some(p) = pieces.first() {
+            write_item(&mut out, p);
+        }
+    } else {
+        out.extend_from_slice(b"{\"kind\":\"");
+        out.extend_from_slice(list_kind.as_bytes());
+        out.extend_from_slice(b"\",\"apiVersion\":\"");
+        out.extend_from_slice(gv.as_bytes());
+        out.extend_from_slice(b"\",\"metadata\":{},\"items\":[");
+        for (k, p) in pieces.iter().enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            out.push(b'{');
+            write_item(&mut out, p);
+        }
+        out.extend_from_slice(b"]}");
+    }
+    // Go's json.Encoder ends every document with a newline.
+    out.push(b'\n');
+    out
+}
+
+/// One protobuf item: its cached pieces and the lengths around them.
+struct ProtoPiece<'a> {
+    head: &'a [u8],
+    labels: &'a [u8],
+    tail: &'a [u8],
+    meta_len: usize,
+    msg_len: usize,
+}
+
+fn assemble_proto<'l>(
+    snap: &Snapshot,
+    frags: &FragmentCache,
+    kind: Kind,
+    indices: &[usize],
+    label_at: &dyn Fn(usize) -> &'l LabelSet,
+    req: &Request,
+) -> Vec<u8> {
+    use protobuf::{field_len, time_field_len, write_time_field, write_varint};
+    let (item_kind, list_kind) = kind.names();
+    let ts_len = time_field_len(req.now_s);
+    let pieces: Vec<ProtoPiece> = indices
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let (head, tail) = frags.get(snap, i);
+            let labels = label_at(k).proto();
+            let meta_len = head.len() + ts_len + labels.len();
+            ProtoPiece {
+                head,
+                labels,
+                tail,
+                meta_len,
+                msg_len: field_len(meta_len) + tail.len(),
+            }
+        })
+        .collect();
+    let write_msg = |out: &mut Vec<u8>, p: &ProtoPiece| {
+        out.push(0x0a); // metadata = 1
+        write_varint(out, p.meta_len as u64);
+        out.extend_from_slice(p.head);
+        write_time_field(out, 8, req.now_s);
+        out.extend_from_slice(p.labels);
+        out.extend_from_slice(p.tail);
+    };
+    let gv = req.api_version.group_version();
+    let (type_kind, raw_len) = if req.single {
+        (item_kind, pieces.first().map_or(0, |p| p.msg_len))
+    } else {
+        let items: usize = pieces.iter().map(|p| field_len(p.msg_len)).sum();
+        (list_kind, protobuf::EMPTY_LIST_META.len() + items)
+    };
+    let mut out = Vec::with_capacity(raw_len + 64);
+    protobuf::write_envelope_head(&mut out, gv, type_kind, raw_len);
+    if req.single {
+        if let Some(p) = pieces.first() {
+            write_msg(&mut out, p);
+        }
+    } else {
+        out.extend_from_slice(protobuf::EMPTY_LIST_META);
+        for p in &pieces {
+            out.push(0x12); // items = 2
+            write_varint(&mut out, p.msg_len as u64);
+            write_msg(&mut out, p);
+        }
+    }
+    out.extend_from_slice(protobuf::UNKNOWN_TAIL);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2024-12-24T09:33:53Z
+    const T: i64 = 1_735_032_833;
+
+    fn snapshot() -> Arc<Snapshot> {
+        let mut s = Snapshot::default();
+        for (name, cpu, mem) in [
+            ("node-a", 123_456_789u64, 12_533_760u64),
+            ("node-b", 0, 1000),
+        ] {
+            s.nodes.name.push(Arc::from(name));
+            s.nodes.cpu_nanocores.push(cpu);
+            s.nodes.memory_bytes.push(mem);
+            s.nodes.timestamp_ms.push(T * 1000 + 501);
+            s.nodes.window_ms.push(15_012);
+        }
+        s.pods.container_start.push(0);
+        for (ns, name, containers) in [
+            (
+                "default",
+                "web",
+                &[
+                    ("app", 500_000_000u64, 3u64 << 20),
+                    ("sidecar", 20_000, 1536),
+                ][..],
+            ),
+            ("kube-system", "dns", &[("coredns", 1_500_000, 512)][..]),
+        ] {
+            s.pods.namespace.push(Arc::from(ns));
+            s.pods.name.push(Arc::from(name));
+            s.pods.node.push(Arc::from("node-a"));
+            s.pods.timestamp_ms.push(T * 1000);
+            s.pods.window_ms.push(60_500);
+            for (c, cpu, mem) in containers {
+                s.containers.name.push(Arc::from(*c));
+                s.containers.cpu_nanocores.push(*cpu);
+                s.containers.memory_bytes.push(*mem);
+            }
+            s.pods.container_start.push(s.containers.name.len() as u32);
+        }
+        Arc::new(s)
+    }
+
+    fn req(format: Format, single: bool) -> Request {
+        Request {
+            api_version: ApiVersion::V1beta1,
+            format,
+            single,
+            now_s: T + 7,
+        }
+    }
+
+    fn text(b: Vec<u8>) -> String {
+        String::from_utf8(b).unwrap()
+    }
+
+    #[test]
+    fn node_list_json_is_exact() {
+        let s = snapshot();
+        let labels = vec![
+            Arc::new(LabelSet::new([("role", "worker")])),
+            LabelSet::empty(),
+        ];
+        let out = encode_nodes(&s, &[0, 1], &labels, &req(Format::Json, false)).unwrap();
+        assert_eq!(
+            text(out),
+            concat!(
+                r#"{"kind":"NodeMetricsList","apiVersion":"metrics.k8s.io/v1beta1","metadata":{},"items":["#,
+                r#"{"metadata":{"name":"node-a","creationTimestamp":"2024-12-24T09:34:00Z","labels":{"role":"worker"}},"#,
+                r#""timestamp":"2024-12-24T09:33:53Z","window":"15.012s","usage":{"cpu":"123456789n","memory":"12240Ki"}},"#,
+                r#"{"metadata":{"name":"node-b","creationTimestamp":"2024-12-24T09:34:00Z"},"#,
+                r#""timestamp":"2024-12-24T09:33:53Z","window":"15.012s","usage":{"cpu":"0","memory":"1k"}}]}"#,
+                "\n"
+            )
+        );
+    }
+
+    #[test]
+    fn single_pod_json_has_kind_and_version() {
+        let s = snapshot();
+        let mut r = req(Format::Json, true);
+        r.api_version = ApiVersion::V1;
+        let out = encode_pods(&s, &[0], &[LabelSet::empty()], &r).unwrap();
+        assert_eq!(
+            text(out),
+            concat!(
+                r#"{"kind":"PodMetrics","apiVersion":"metrics.k8s.io/v1","#,
+                r#""metadata":{"name":"web","namespace":"default","creationTimestamp":"2024-12-24T09:34:00Z"},"#,
+                r#""timestamp":"2024-12-24T09:33:53Z","window":"1m0.5s","containers":["#,
+                r#"{"name":"app","usage":{"cpu":"500m","memory":"3Mi"}},"#,
+                r#"{"name":"sidecar","usage":{"cpu":"20u","memory":"1536"}}]}"#,
+                "\n"
+            )
+        );
+        assert_eq!(
+            encode_pods(&s, &[0, 1], &[], &r),
+            Err(EncodeError::NotSingle(2))
+        );
+        assert_eq!(
+            encode_pods(&s, &[2], &[], &req(Format::Json, false)),
+            Err(EncodeError::IndexOutOfRange { index: 2, len: 2 })
+        );
+    }
+
+    #[test]
+    fn empty_list_and_cache_reuse() {
+        let s = snapshot();
+        let out = encode_pods(&s, &[], &[], &req(Format::Json, false)).unwrap();
+        assert_eq!(
+            text(out),
+            "{\"kind\":\"PodMetricsList\",\"apiVersion\":\"metrics.k8s.io/v1beta1\",\"metadata\":{},\"items\":[]}\n"
+        );
+        let a = cache_for(&s);
+        let b = cache_for(&s);
+        assert!(Arc::ptr_eq(&a, &b));
+        // A different snapshot with equal contents gets its own cache.
+        let other = Arc::new((*s).clone());
+        assert!(!Arc::ptr_eq(&a, &cache_for(&other)));
+        // Labels are not cached with fragments: a later change shows up.
+        let l1 = vec![Arc::new(LabelSet::new([("v", "1")]))];
+        let l2 = vec![Arc::new(LabelSet::new([("v", "2")]))];
+        let one = text(encode_pods(&s, &[1], &l1, &req(Format::Json, false)).unwrap());
+        let two = text(encode_pods(&s, &[1], &l2, &req(Format::Json, false)).unwrap());
+        assert!(one.contains(r#""labels":{"v":"1"}"#) && two.contains(r#""labels":{"v":"2"}"#));
+    }
+
+    #[test]
+    fn inconsistent_snapshots_are_errors_not_panics() {
+        let mut s = (*snapshot()).clone();
+        s.pods.container_start[1] = 99;
+        let s = Arc::new(s);
+        assert!(matches!(
+            encode_pods(&s, &[0], &[], &req(Format::Protobuf, false)),
+            Err(EncodeError::Inconsistent(_))
+        ));
+        let mut s = (*snapshot()).clone();
+        s.nodes.window_ms.pop();
+        let s = Arc::new(s);
+        assert!(matches!(
+            encode_nodes(&s, &[0], &[], &req(Format::Json, false)),
+            Err(EncodeError::Inconsistent(_))
+        ));
+    }
+
+    #[test]
+    fn table_sums_containers() {
+        let s = snapshot();
+        let labels = vec![Arc::new(LabelSet::new([("app", "web")]))];
+        let out = text(encode_pods(&s, &[0], &labels, &req(Format::Table, false)).unwrap());
+        assert!(out.starts_with(r#"{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{},"columnDefinitions":[{"name":"Name","type":"string","format":"name","description":"Name of the resource","priority":0},"#));
+        // 500m + 20u = 500020u; 3Mi + 1536 = 3147264
+        assert!(out.contains(
+            r#""rows":[{"cells":["web","500020u","3147264","1m0.5s"],"object":{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"web","namespace":"default","creationTimestamp":"2024-12-24T09:34:00Z","labels":{"app":"web"}}}}]}"#
+        ), "{out}");
+    }
+
+    // A minimal protobuf reader to check the wire form independently.
+    fn read_varint(b: &[u8], pos: &mut usize) -> u64 {
+        let mut v = 0u64;
+        let mut shift = 0;
+        loop {
+            let byte = b[*pos];
+            *pos += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return v;
+            }
+            shift += 7;
+        }
+    }
+
+    /// (field, wire type, varint value or bytes)
+    fn fields(b: &[u8]) -> Vec<(u64, u64, u64, &[u8])> {
+        let mut pos = 0;
+        let mut out = Vec::new();
+        while pos < b.len() {
+            let key = read_varint(b, &mut pos);
+            match key & 7 {
+                0 => {
+                    let v = read_varint(b, &mut pos);
+                    out.push((key >> 3, 0, v, &b[0..0]));
+                }
+                2 => {
+                    let l = read_varint(b, &mut pos) as usize;
+                    out.push((key >> 3, 2, 0, &b[pos..pos + l]));
+                    pos += l;
+                }
+                w => panic!("unexpected wire type {w}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn protobuf_list_decodes_to_the_same_values() {
+        let s = snapshot();
+        let labels = vec![LabelSet::empty(), Arc::new(LabelSet::new([("k", "v")]))];
+        let out = encode_pods(&s, &[0, 1], &labels, &req(Format::Protobuf, false)).unwrap();
+        assert_eq!(&out[..4], b"k8s\0");
+        let unknown = fields(&out[4..]);
+        assert_eq!(unknown.len(), 4);
+        let tm = fields(unknown[0].3);
+        assert_eq!(tm[0].3, b"metrics.k8s.io/v1beta1");
+        assert_eq!(tm[1].3, b"PodMetricsList");
+        assert_eq!((unknown[2].0, unknown[2].3), (3, &b""[..]));
+        assert_eq!((unknown[3].0, unknown[3].3), (4, &b""[..]));
+        let list = fields(unknown[1].3);
+        assert_eq!((list[0].0, list[0].3), (1, &b""[..]));
+        assert_eq!(list.len(), 3);
+        let pod = fields(list[2].3);
+        let meta = fields(pod[0].3);
+        assert_eq!(meta[0].3, b"dns");
+        assert_eq!((meta[1].0, meta[1].3), (3, &b"kube-system"[..]));
+        assert_eq!(meta[2].0, 8);
+        assert_eq!(fields(meta[2].3)[0].2, (T + 7) as u64);
+        let entry = fields(meta[3].3);
+        assert_eq!(
+            (meta[3].0, entry[0].3, entry[1].3),
+            (11, &b"k"[..], &b"v"[..])
+        );
+        assert_eq!(fields(pod[1].3)[0].2, T as u64);
+        assert_eq!(fields(pod[2].3)[0].2, 60_500_000_000);
+        let container = fields(pod[3].3);
+        assert_eq!(container[0].3, b"coredns");
+        let cpu = fields(container[1].3);
+        assert_eq!(cpu[0].3, b"cpu");
+        assert_eq!(fields(cpu[1].3)[0].3, b"1500u");
+        let mem = fields(container[2].3);
+        assert_eq!(mem[0].3, b"memory");
+        assert_eq!(fields(mem[1].3)[0].3, b"512");
+        // The first pod has two containers, in name order.
+        let pod0 = fields(list[1].3);
+        assert_eq!(pod0.len(), 5);
+        assert_eq!(fields(pod0[4].3)[0].3, b"sidecar");
+    }
+
+    #[test]
+    fn protobuf_single_node() {
+        let s = snapshot();
+        let out = encode_nodes(&s, &[1], &[], &req(Format::Protobuf, true)).unwrap();
+        let unknown = fields(&out[4..]);
+        assert_eq!(fields(unknown[0].3)[1].3, b"NodeMetrics");
+        let node = fields(unknown[1].3);
+        assert_eq!(fields(node[0].3)[0].3, b"node-b");
+        assert_eq!(fields(node[2].3)[0].2, 15_012_000_000);
+        assert_eq!(node[3].0, 4);
+        assert_eq!(fields(fields(node[3].3)[1].3)[0].3, b"0");
+        assert_eq!(fields(fields(node[4].3)[1].3)[0].3, b"1k");
+    }
+
+    #[test]
+    fn many_items_span_chunks() {
+        let mut s = Snapshot::default();
+        s.pods.container_start.push(0);
+        for i in 0..1000u32 {
+            s.pods.namespace.push(Arc::from("ns"));
+            s.pods.name.push(Arc::from(format!("p{i:04}").as_str()));
+            s.pods.node.push(Arc::from("n"));
+            s.pods.timestamp_ms.push(0);
+            s.pods.window_ms.push(1000);
+            s.containers.name.push(Arc::from("c"));
+            s.containers.cpu_nanocores.push(u64::from(i));
+            s.containers.memory_bytes.push(0);
+            s.pods.container_start.push(i + 1);
+        }
+        let s = Arc::new(s);
+        let idx: Vec<usize> = (0..1000).rev().collect();
+        let out = text(encode_pods(&s, &idx, &[], &req(Format::Json, false)).unwrap());
+        assert_eq!(out.matches("\"name\":\"p").count(), 1000);
+        assert!(out.contains(r#"{"name":"p0999","namespace":"ns","#));
+        assert!(out.contains(r#""usage":{"cpu":"999n","memory":"0"}"#));
+        let first = out.find("p0999").unwrap();
+        assert!(first < out.find("p0000").unwrap());
+    }
+}
