@@ -783,9 +783,11 @@ def scan(argv: Sequence[str]) -> Parsed:
             break
         if arg.startswith("--"):
             name, eq, raw = arg[2:].partition("=")
-            flag = FLAGS.get(_key(name)) if name and not name.startswith("-") else None
+            if not name or name.startswith("-"):
+                raise UsageError(f"bad flag syntax: {arg}")
+            flag = FLAGS.get(_key(name))
             if flag is None:
-                raise UsageError(f"unknown flag: --{name}" if name else f"bad flag syntax: {arg}")
+                raise UsageError(f"unknown flag: --{name}")
             if not eq:
                 if flag.kind == "bool":
                     raw = "true"
