@@ -23,8 +23,6 @@ use crate::snapshot::{ContainerMetrics, NodeMetrics, PodMetrics, Snapshot};
 /// `freshContainerMinMetricsResolution`): its rate would be too noisy.
 pub const FRESH_CONTAINER_MIN_MS: i64 = 10_000;
 
-const NS_PER_MS: i128 = 1_000_000;
-
 /// Start time absent. Being smaller than any real instant, it reads as "long
 /// ago": never fresh, never a restart — what upstream's zero time does.
 const NO_START: i64 = i64::MIN;
@@ -44,7 +42,7 @@ struct Containers {
     namespace: Vec<Arc<str>>,
     pod: Vec<Arc<str>>,
     name: Vec<Arc<str>>,
-    start_ns: Vec<i64>,
+    start_ms: Vec<i64>,
     last_ts: Vec<i64>,
     last_cpu: Vec<u64>,
     last_mem: Vec<u64>,
@@ -57,7 +55,7 @@ struct Containers {
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     ts_ms: i64,
-    start_ns: i64,
+    start_ms: i64,
     cpu_ns: u64,
     memory_bytes: u64,
 }
@@ -108,12 +106,15 @@ fn memory_bytes(bytes: f64) -> Option<u64> {
     (b != 0).then_some(b)
 }
 
-/// Start time seconds → nanoseconds; [`NO_START`] when missing.
-fn start_ns(seconds: f64) -> i64 {
+/// Start time seconds → milliseconds, rounded: the float seconds carry
+/// sub-microsecond noise (`1735032785.001` is `…785.00099999`), and
+/// truncating it would shift a synthetic `prev` by a whole millisecond.
+/// [`NO_START`] when missing.
+fn start_ms(seconds: f64) -> i64 {
     if !seconds.is_finite() || seconds < 0.0 {
         return NO_START;
     }
-    (seconds * 1e9) as i64
+    (seconds * 1e3).round() as i64
 }
 
 /// Parser timestamps are 0 where the line had none.
@@ -166,7 +167,7 @@ impl Containers {
             namespace: Vec::with_capacity(n),
             pod: Vec::with_capacity(n),
             name: Vec::with_capacity(n),
-            start_ns: Vec::with_capacity(n),
+            start_ms: Vec::with_capacity(n),
             last_ts: Vec::with_capacity(n),
             last_cpu: Vec::with_capacity(n),
             last_mem: Vec::with_capacity(n),
@@ -196,7 +197,7 @@ impl Containers {
         self.namespace.push(names.0);
         self.pod.push(names.1);
         self.name.push(names.2);
-        self.start_ns.push(s.start_ns);
+        self.start_ms.push(s.start_ms);
         self.last_ts.push(s.ts_ms);
         self.last_cpu.push(s.cpu_ns);
         self.last_mem.push(s.memory_bytes);
@@ -228,7 +229,7 @@ impl Containers {
         self.namespace.drain(rows.clone());
         self.pod.drain(rows.clone());
         self.name.drain(rows.clone());
-        self.start_ns.drain(rows.clone());
+        self.start_ms.drain(rows.clone());
         self.last_ts.drain(rows.clone());
         self.last_cpu.drain(rows.clone());
         self.last_mem.drain(rows.clone());
@@ -266,7 +267,7 @@ fn sample(cols: &ContainerColumns, i: usize, request_time_ms: i64) -> Option<Sam
         cpu_ns: cpu_ns(cols.cpu_seconds[i])?,
         memory_bytes: memory_bytes(cols.memory_bytes[i])?,
         ts_ms: stamp(cols.timestamp_ms[i], request_time_ms),
-        start_ns: start_ns(cols.start_time_seconds[i]),
+        start_ms: start_ms(cols.start_time_seconds[i]),
     })
 }
 
@@ -606,21 +607,17 @@ fn store_containers(
 
 /// SPEC §3 `prev` for a container's new sample `s` given its old state.
 fn container_prev(s: &Sample, old: Option<Old>, resolution_ms: i64) -> Option<(i64, u64)> {
-    let ts_ns = i128::from(s.ts_ms) * NS_PER_MS;
-    let start = i128::from(s.start_ns);
-    let age_ns = ts_ns - start;
+    // Saturating: a missing start (NO_START) gives a huge age — not fresh.
+    let age = s.ts_ms.saturating_sub(s.start_ms);
     // Fresh container: a synthetic prev at its start with CPU 0 gives it a
     // value after one scrape.
-    if age_ns >= i128::from(FRESH_CONTAINER_MIN_MS) * NS_PER_MS
-        && age_ns < i128::from(resolution_ms) * NS_PER_MS
-    {
-        let start_ms = s.start_ns.div_euclid(NS_PER_MS as i64);
-        return Some((start_ms, 0));
+    if (FRESH_CONTAINER_MIN_MS..resolution_ms).contains(&age) {
+        return Some((s.start_ms, 0));
     }
     let old = old?;
     // Restarted (started at or after the old last sample): old points
     // belong to the previous incarnation.
-    if start >= i128::from(old.last_ts) * NS_PER_MS {
+    if s.start_ms >= old.last_ts {
         return None;
     }
     carried_prev(Some((old.last_ts, old.last_cpu)), old.prev, s.ts_ms)
@@ -719,6 +716,13 @@ mod tests {
         assert_eq!(memory_bytes(1.9), Some(1));
         assert_eq!(memory_bytes(0.9), None);
         assert_eq!(cpu_ns(1e-10), None);
+        assert_eq!(
+            start_ms(1735032785.001),
+            1_735_032_785_001,
+            "float noise rounds away"
+        );
+        assert_eq!(start_ms(f64::NAN), NO_START);
+        assert_eq!(start_ms(-1.0), NO_START);
         // 1 ns over 3 ms = 333.33 nanocores → 333.
         assert_eq!(rate(3, 11, 0, 10), Some((333, 3)));
         let mut s = Store::new(RES);
