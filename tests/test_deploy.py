@@ -697,3 +697,109 @@ def test_every_api_path_in_the_server_source_is_a_listed_call() -> None:
                     c.namespace == namespace for c in SERVER_API_CALLS if c.resource == resource
                 )
     assert unknown == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the image's install steps, in a fresh virtual environment
+#
+# No container registry is reachable here, so `FROM python:3.11-slim-bookworm` cannot be pulled
+# (docs/DEPLOY.md, "Building the image"); this runs the Containerfile's own steps instead: build
+# the wheel with maturin, install it alone into a new venv (dependencies from the package index),
+# and run the entrypoint the way the manifests do.
+
+CONTAINERFILE = ROOT / "Containerfile"
+
+
+def test_containerfile_runs_upstream_args_as_uid_1000() -> None:
+    text = CONTAINERFILE.read_text()
+    stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\w+))?", text, re.MULTILINE)
+    assert len(stages) == 2 and stages[0][1] == "builder"
+    # The last stage: non-root, our entrypoint with no baked-in args (the manifest's args go
+    # straight to it), and upstream's /metrics-server path for manifests that set `command`.
+    final = text.split("\nFROM ")[-1]
+    assert re.search(r"^USER 1000(:1000)?$", final, re.MULTILINE)
+    assert re.search(r'^ENTRYPOINT \["kubemetrics"\]$', final, re.MULTILINE)
+    assert not re.search(r"^CMD ", final, re.MULTILINE)
+    assert "ln -s /opt/kubemetrics/bin/kubemetrics /metrics-server" in final
+    assert "PYTHONDONTWRITEBYTECODE=1" in final and "HOME=/tmp" in final
+    # The Rust toolchain comes from Debian packages, not rustup or a download.
+    assert "rustc-web" in text and "rustup" not in text.replace("no rustup", "")
+
+
+def _tree(path: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime for p in path.rglob("*") if not p.is_symlink()}
+
+
+@pytest.mark.slow
+def test_wheel_installs_into_a_fresh_venv_and_runs_the_manifest_args(tmp_path: Path) -> None:
+    maturin = Path(sys.executable).parent / "maturin"
+    if not maturin.exists():
+        pytest.skip("maturin not installed next to the test interpreter")
+    wheels, venv = tmp_path / "wheels", tmp_path / "venv"
+    build = subprocess.run(
+        [str(maturin), "build", "--release", "--locked", "--quiet", "--out", str(wheels)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert build.returncode == 0, build.stderr[-4000:]
+    (wheel,) = wheels.glob("kubemetrics-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    install = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert install.returncode == 0, install.stderr[-4000:]
+
+    # As in the image: no bytecode writes, HOME on the emptyDir, run from the venv alone (no
+    # checkout on sys.path: cwd elsewhere, no PYTHONPATH).
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "HOME": str(home),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    metrics_server = tmp_path / "metrics-server"
+    metrics_server.symlink_to(venv / "bin" / "kubemetrics")
+    before = _tree(venv)
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            list(argv), capture_output=True, text=True, env=env, cwd=home, timeout=120, check=False
+        )
+
+    version = run("kubemetrics", "--version")
+    cargo = (ROOT / "Cargo.toml").read_text()
+    expected = re.search(r'^version = "([^"]+)"', cargo, re.MULTILINE)
+    assert expected is not None
+    assert version.returncode == 0 and version.stdout.strip() == f"v{expected.group(1)}"
+
+    # Every module of both packages imports: no dependency missing from pyproject.toml.
+    modules = run(
+        "python",
+        "-c",
+        "import importlib, pkgutil, kubemetrics, kubemetrics_sim\n"
+        "for pkg in (kubemetrics, kubemetrics_sim):\n"
+        "    assert pkg.__file__ and '/site-packages/' in pkg.__file__, pkg.__file__\n"
+        "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        importlib.import_module(m.name)\n",
+    )
+    assert modules.returncode == 0, modules.stderr[-4000:]
+
+    for overlay_args in (
+        one(upstream(), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"],
+        *([container(render("overlays/high-availability-ca-bundle"))["args"]] if KUBECTL else []),
+    ):
+        for entry in ("kubemetrics", str(metrics_server)):
+            done = run(entry, "--dry-run", *overlay_args)
+            assert done.returncode == 0, done.stderr
+            _check_upstream_args(json.loads(done.stdout))
+    # Nothing was written into the installed tree by running it (read-only root friendly).
+    assert _tree(venv) == before
+    assert not list(home.iterdir())

@@ -1,0 +1,46 @@
+#!/bin/sh
+# Build the kubemetrics image where no container registry is reachable, only Debian's package
+# archive (and PyPI/crates.io for the build itself): make a Debian 12 + python3 base image from
+# Debian packages with debootstrap, then build Containerfile on top of it with buildah.
+#
+#   deploy/scripts/build-image-offline.sh [TAG]        (as root; needs buildah and debootstrap)
+#
+# Default TAG: localhost/kubemetrics:<version>. Storage driver vfs and chroot isolation, so it
+# works inside a container or VM without overlayfs or user namespaces.
+set -eu
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -n 1)
+tag=${1:-localhost/kubemetrics:$version}
+base=localhost/kubemetrics-base:python3-bookworm
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+security=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+export STORAGE_DRIVER=vfs BUILDAH_ISOLATION=chroot
+
+for tool in buildah debootstrap; do
+    command -v "$tool" >/dev/null || { echo "$0: $tool is required (apt-get install $tool)" >&2; exit 1; }
+done
+
+if ! buildah inspect --type image "$base" >/dev/null 2>&1; then
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+        bookworm "$work/rootfs" "$mirror"
+    # The same suites as Debian's official images: rustc-web/cargo-web live in bookworm-security.
+    cat > "$work/rootfs/etc/apt/sources.list" <<SOURCES
+deb $mirror bookworm main
+deb $mirror bookworm-updates main
+deb $security bookworm-security main
+SOURCES
+    rm -rf "$work/rootfs/var/lib/apt/lists/"* "$work/rootfs/var/cache/apt/archives/"*.deb
+    ctr=$(buildah from scratch)
+    mnt=$(buildah mount "$ctr")
+    cp -a "$work/rootfs/." "$mnt/"
+    buildah umount "$ctr"
+    buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        --env LANG=C.UTF-8 --cmd python3 "$ctr"
+    buildah commit --rm "$ctr" "$base"
+fi
+
+buildah bud --layers=false --build-arg PYTHON_IMAGE="$base" -t "$tag" -f "$root/Containerfile" "$root"
+echo "built $tag"
