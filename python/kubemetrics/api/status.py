@@ -1,0 +1,186 @@
+"""Kubernetes `Status` error objects, shaped exactly as kube-apiserver writes them.
+
+Field order follows Go's `metav1.Status` JSON encoding (kind, apiVersion, metadata, status,
+message, reason, details, code) and empty detail fields are omitted, as `omitempty` does, so
+clients that compare bodies byte for byte (and humans diffing against upstream) see no change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+METRICS_GROUP = "metrics.k8s.io"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusDetails:
+    name: str = ""
+    group: str = ""
+    kind: str = ""
+    causes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        if self.name:
+            out["name"] = self.name
+        if self.group:
+            out["group"] = self.group
+        if self.kind:
+            out["kind"] = self.kind
+        if self.causes:
+            out["causes"] = [{"message": c} for c in self.causes]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A failure `Status` (`status: "Failure"`)."""
+
+    code: int
+    reason: str
+    message: str
+    details: StatusDetails | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+        }
+        if self.message:
+            out["message"] = self.message
+        if self.reason:
+            out["reason"] = self.reason
+        if self.details is not None:
+            out["details"] = self.details.as_dict()
+        out["code"] = self.code
+        return out
+
+    def to_json(self) -> bytes:
+        # kube-apiserver's JSON serializer ends every document with a newline.
+        return orjson.dumps(self.as_dict()) + b"\n"
+
+
+class ApiError(Exception):
+    """Raised by handlers; rendered as the carried `Status` by the error middleware."""
+
+    def __init__(self, status: Status) -> None:
+        super().__init__(status.message)
+        self.status = status
+
+
+def _qualified(group: str, resource: str) -> str:
+    # schema.GroupResource.String(): "resource.group", or just "resource" for the core group.
+    return f"{resource}.{group}" if group else resource
+
+
+def _go_quote(s: str) -> str:
+    """Go's `%q` for the strings that appear in messages (names, paths, users)."""
+    out = ['"']
+    for ch in s:
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def not_found(group: str, resource: str, name: str) -> Status:
+    """`errors.NewNotFound(GroupResource{group, resource}, name)`."""
+    return Status(
+        code=404,
+        reason="NotFound",
+        message=f"{_qualified(group, resource)} {_go_quote(name)} not found",
+        details=StatusDetails(name=name, group=group, kind=resource),
+    )
+
+
+def path_not_found() -> Status:
+    """What kube-apiserver answers for a path nothing is installed at."""
+    return Status(
+        code=404,
+        reason="NotFound",
+        message="the server could not find the requested resource",
+        details=StatusDetails(),
+    )
+
+
+def method_not_supported(group: str, resource: str, action: str) -> Status:
+    """`errors.NewMethodNotSupported`: e.g. `watch` on a storage that cannot watch."""
+    return Status(
+        code=405,
+        reason="MethodNotAllowed",
+        message=(
+            f"{action} is not supported on resources of kind "
+            f"{_go_quote(_qualified(group, resource))}"
+        ),
+        details=StatusDetails(group=group, kind=resource),
+    )
+
+
+def method_not_allowed() -> Status:
+    """go-restful's answer to a method no route is registered for."""
+    return Status(
+        code=405,
+        reason="MethodNotAllowed",
+        message="the server does not allow this method on the requested resource",
+        details=StatusDetails(),
+    )
+
+
+def bad_request(message: str) -> Status:
+    return Status(code=400, reason="BadRequest", message=message)
+
+
+def not_acceptable(supported: tuple[str, ...]) -> Status:
+    return Status(
+        code=406,
+        reason="NotAcceptable",
+        message="only the following media types are accepted: " + ", ".join(supported),
+    )
+
+
+def unauthorized() -> Status:
+    return Status(code=401, reason="Unauthorized", message="Unauthorized")
+
+
+def forbidden(group: str, resource: str, name: str, message: str) -> Status:
+    """`errors.NewForbidden` with the authorizer's message (see `api.auth`)."""
+    if not group and not resource:
+        text = f"forbidden: {message}"
+    elif not name:
+        text = f"{_qualified(group, resource)} is forbidden: {message}"
+    else:
+        text = f"{_qualified(group, resource)} {_go_quote(name)} is forbidden: {message}"
+    return Status(
+        code=403,
+        reason="Forbidden",
+        message=text,
+        details=StatusDetails(name=name, group=group, kind=resource),
+    )
+
+
+def internal_error(message: str) -> Status:
+    return Status(
+        code=500,
+        reason="InternalError",
+        message=f"Internal error occurred: {message}",
+        details=StatusDetails(causes=(message,)),
+    )
+
+
+go_quote = _go_quote
