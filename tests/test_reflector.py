@@ -1,0 +1,451 @@
+"""API-server access and discovery against a fake API server over real TLS.
+
+Covers: kubeconfig and in-cluster credentials (token rotation), Status errors, list+watch with
+bookmarks, metadata-only pods, relist on 410 (event and HTTP) and on a dropped watch,
+pagination, an API server that goes away and comes back, and the node table (address types,
+ports, path annotation, IPv6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kube_helpers import (
+    CA,
+    FakeApiServer,
+    RecordingInventory,
+    RecordingStore,
+    kubeconfig,
+    node,
+    pod,
+    run,
+    until,
+)
+from kubemetrics.kube import (
+    ApiClient,
+    ApiError,
+    ClusterCredentials,
+    ConfigError,
+    Discovery,
+    DiscoverySettings,
+    NodeTarget,
+    Reflector,
+    ReflectorSettings,
+    TokenSource,
+    load_credentials,
+    load_incluster_credentials,
+    load_kubeconfig_credentials,
+)
+from kubemetrics.kube.discovery import POD_LIST_ACCEPT, POD_WATCH_ACCEPT, node_target
+
+TOKEN = "s3cret-token"
+
+
+@contextlib.asynccontextmanager
+async def api_server(tmp_path: Path) -> AsyncIterator[tuple[FakeApiServer, ClusterCredentials]]:
+    ca = CA(tmp_path)
+    pair = ca.issue("apiserver")
+    server = FakeApiServer(ca.server_context(pair), TOKEN)
+    await server.start()
+    try:
+        creds = await load_kubeconfig_credentials(
+            str(kubeconfig(tmp_path / "kubeconfig", server.url, ca, token=TOKEN))
+        )
+        yield server, creds
+    finally:
+        await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def discovery(
+    creds: ClusterCredentials, settings: DiscoverySettings | None = None
+) -> AsyncIterator[tuple[Discovery, RecordingInventory, RecordingStore]]:
+    inv = RecordingInventory()
+    store = RecordingStore()
+    async with ApiClient(creds) as client:
+        d = Discovery(client, inv, store, settings or DiscoverySettings())
+        task = asyncio.create_task(d.run())
+        try:
+            async with asyncio.timeout(20):
+                await d.wait_synced()
+            yield d, inv, store
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def seed(server: FakeApiServer) -> None:
+    await server.put(
+        "nodes", node("n1", labels={"zone": "a"}, addresses=[("InternalIP", "10.0.0.1")])
+    )
+    await server.put(
+        "nodes", node("n2", labels={"zone": "b"}, addresses=[("Hostname", "n2.local")])
+    )
+    await server.put("pods", pod("default", "web-1", app="web"))
+    await server.put("pods", pod("default", "web-2", app="web"))
+    await server.put("pods", pod("kube-system", "dns", k8s_app="dns"))
+    await server.put("pods", pod("default", "done", phase="Succeeded"))
+
+
+# ---------------------------------------------------------------- credentials
+
+
+def test_kubeconfig_credentials_reach_the_server_over_tls(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with api_server(tmp_path) as (server, creds):
+            assert creds.server == server.url
+            assert creds.token.current() == f"Bearer {TOKEN}"
+            assert creds.ca_pem is not None and "BEGIN CERTIFICATE" in creds.ca_pem
+            await server.put("nodes", node("n1"))
+            async with ApiClient(creds) as client:
+                body = await client.get_json("/api/v1/nodes")
+            assert [i["metadata"]["name"] for i in body["items"]] == ["n1"]
+
+    run(main())
+
+
+def test_errors_carry_http_status_and_status_object(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with api_server(tmp_path) as (server, creds):
+            bad = ClusterCredentials(
+                server=creds.server, ca_pem=creds.ca_pem, token=TokenSource("Bearer wrong")
+            )
+            async with ApiClient(bad) as client:
+                with pytest.raises(ApiError) as info:
+                    await client.get_json("/api/v1/nodes")
+            assert info.value.status == 401
+            assert info.value.reason == "Unauthorized"
+            assert info.value.status_obj is not None and info.value.status_obj["code"] == 401
+
+            server.fail_lists = 1
+            async with ApiClient(creds) as client:
+                with pytest.raises(ApiError) as info:
+                    await client.get_json("/api/v1/pods")
+            assert info.value.status == 500
+            assert "etcd is sad" in str(info.value)
+
+    run(main())
+
+
+def test_server_certificate_from_another_ca_is_refused(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with api_server(tmp_path) as (server, creds):
+            other = CA(tmp_path, "other-ca")
+            wrong = ClusterCredentials(
+                server=server.url, ca_pem=other.cert_pem.decode(), token=creds.token
+            )
+            async with ApiClient(wrong) as client:
+                with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):
+                    await client.get_json("/api/v1/nodes")
+
+    run(main())
+
+
+def test_incluster_token_is_reread_when_rotated(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with api_server(tmp_path) as (server, creds):
+            sa = tmp_path / "sa"
+            sa.mkdir()
+            assert creds.ca_pem is not None
+            (sa / "ca.crt").write_text(creds.ca_pem)
+            (sa / "token").write_text(TOKEN + "\n")
+            env = {
+                "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+                "KUBERNETES_SERVICE_PORT": str(server.server.port),
+            }
+            incluster = await load_incluster_credentials(env, str(sa))
+            assert incluster.server == server.url
+            async with ApiClient(incluster) as client:
+                await client.get_json("/api/v1/nodes")
+                # The kubelet rotates the projected token; the API server stops accepting the old.
+                (sa / "token").write_text("rotated-token")
+                server.token = "rotated-token"
+                with pytest.raises(ApiError) as info:
+                    await client.get_json("/api/v1/nodes")
+                assert info.value.status == 401
+                # The 401 forced a re-read: the next request carries the new token.
+                await client.get_json("/api/v1/nodes")
+            assert server.requests[-1][2]["Authorization"] == "Bearer rotated-token"
+
+    run(main())
+
+
+def test_token_file_is_reread_periodically(tmp_path: Path) -> None:
+    async def main() -> None:
+        path = tmp_path / "token"
+        path.write_text("one")
+        now = [0.0]
+        src = TokenSource.from_file(str(path), refresh_seconds=60.0)
+        src._clock = lambda: now[0]
+        assert await src.authorization() == "Bearer one"
+        path.write_text("two")
+        now[0] = 59.0
+        assert await src.authorization() == "Bearer one"  # cached within the minute
+        now[0] = 61.0
+        assert await src.authorization() == "Bearer two"
+        path.unlink()  # mid-rotation: keep the last good value
+        now[0] = 200.0
+        assert await src.authorization() == "Bearer two"
+
+    run(main())
+
+
+def test_missing_or_broken_configuration_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ConfigError, match="no --kubeconfig given and not running in a cluster"):
+        run(load_credentials(None))
+    with pytest.raises(ConfigError, match="no such file"):
+        run(load_credentials(str(tmp_path / "nope")))
+    bad = tmp_path / "bad"
+    bad.write_text("apiVersion: v1\nclusters: []\ncontexts: []\n")
+    with pytest.raises(ConfigError, match="cannot load kubeconfig"):
+        run(load_credentials(str(bad)))
+    env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    with pytest.raises(ConfigError, match=r"in-cluster CA .*ca\.crt"):
+        run(load_incluster_credentials(env, str(tmp_path)))
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def test_discovery_lists_then_follows_the_watch(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with api_server(tmp_path) as (server, creds):
+            await seed(server)
+            async with discovery(creds) as (d, inv, store):
+                assert d.has_synced
+                assert inv.nodes == {"n1": {"zone": "a"}, "n2": {"zone": "b"}}
+                # Only Running pods, labels from the metadata-only view.
+                assert inv.pods == {
+                    ("default", "web-1"): {"app": "web"},
+                    ("default", "web-2"): {"app": "web"},
+                    ("kube-system", "dns"): {"k8s_app": "dns"},
+                }
+                assert d.targets["n1"] == NodeTarget("n1", "10.0.0.1", 10250)
+                assert d.targets["n2"] == NodeTarget("n2", "n2.local", 10250)
+
+                # Watch events: add, relabel, leave Running, delete a node.
+                await server.put("pods", pod("default", "web-3", app="web"))
+                await server.put("pods", pod("default", "web-1", app="web", tier="front"))
+                await server.put("pods", pod("default", "web-2", phase="Succeeded", app="web"))
+                await server.delete("nodes", "n2")
+                await until(
+                    lambda: (
+                        ("default", "web-3") in inv.pods
+                        and ("default", "web-2") not in inv.pods
+                        and "n2" not in inv.nodes
+                    ),
+                    "watch events applied",
+                )
+                assert inv.pods[("default", "web-1")] == {"app": "web", "tier": "front"}
+                assert store.forgotten_pods == [("default", "web-2")]
+                assert store.forgotten_nodes == ["n2"]
+                assert "n2" not in d.targets
+                assert d.pod_count == 3
+
+            pod_reqs = [(q, h) for p, q, h in server.requests if p == "/api/v1/pods"]
+            lists = [(q, h) for q, h in pod_reqs if "watch" not in q]
+            watches = [(q, h) for q, h in pod_reqs if "watch" in q]
+            assert lists[0][0]["fieldSelector"] == "status.phase=Running"
+            assert lists[0][1]["Accept"] == POD_LIST_ACCEPT
+            q, h = watches[0]
+            assert h["Accept"] == POD_WATCH_ACCEPT
+            assert q["fieldSelector"] == "status.phase=Running"
+            assert q["allowWatchBookmarks"] == "true"
+            assert 300 <= int(q["timeoutSeconds"]) <= 600
+            assert int(q["resourceVersion"]) > 100  # the list's version, not "" or 0
+
+    run(main())
+
+
+def test_node_selector_and_bookmarks(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with api_server(tmp_path) as (server, creds):
+            await seed(server)
+            async with discovery(creds, DiscoverySettings(node_selector="zone=a")) as (d, inv, _):
+                assert set(inv.nodes) == {"n1"}
+                await server.bookmark()
+                rv = server.rv
+                await until(
+                    lambda: d.node_reflector.resource_version == str(rv), "bookmark version"
+                )
+                # A bookmark carries no object: nothing changed in the inventory.
+                assert set(inv.nodes) == {"n1"}
+            node_lists = [q for p, q, _ in server.requests if p == "/api/v1/nodes"]
+            assert all(q["labelSelector"] == "zone=a" for q in node_lists)
+
+    run(main())
+
+
+@pytest.mark.parametrize("as_http", [False, True], ids=["error-event", "http-410"])
+def test_410_gone_relists_and_reconciles(tmp_path: Path, as_http: bool) -> None:
+    async def main() -> None:
+        async with api_server(tmp_path) as (server, creds):
+            await seed(server)
+            server.watch_gone_as_http = as_http
+            async with discovery(creds) as (d, inv, store):
+                assert d.pod_reflector.lists == 1
+                # Deleted while history was compacted away: no watch event will ever say so.
+                server.delete_silently("pods", "web-1", "default")
+                server.delete_silently("nodes", "n1")
+                await server.put("pods", pod("default", "new", app="x"))
+                await server.end_watches()  # the watches resume from a now-expired version
+                await until(
+                    lambda: d.pod_reflector.lists == 2 and d.node_reflector.lists == 2,
+                    "relist after 410",
+                )
+                assert ("default", "web-1") not in inv.pods
+                assert ("default", "new") in inv.pods
+                assert store.forgotten_pods == [("default", "web-1")]
+                assert set(inv.nodes) == {"n2"} and store.forgotten_nodes == ["n1"]
+                assert d.pod_reflector.last_error is None
+            # After a 410 the relist is a consistent read (no resourceVersion=0).
+            pod_lists = [
+                q for p, q, _ in server.requests if p == "/api/v1/pods" and "watch" not in q
+            ]
+            assert pod_lists[0]["resourceVersion"] == "0"
+            assert "resourceVersion" not in pod_lists[1]
+
+    run(main())
+
+
+def test_dropped_watch_relists(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with api_server(tmp_path) as (server, creds):
+            await seed(server)
+            async with discovery(creds) as (d, inv, _):
+                await until(lambda: server.watching() == 2, "both watches open")
+                server.drop_watches()
+                await until(lambda: d.pod_reflector.lists >= 2, "relist after a dropped watch")
+                await server.put("pods", pod("default", "after", app="x"))
+                await until(lambda: ("default", "after") in inv.pods, "watch resumed")
+
+    run(main())
+
+
+def test_pagination_collects_every_page(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with api_server(tmp_path) as (server, creds):
+            for i in range(7):
+                await server.put("pods", pod("ns", f"p{i}"))
+            async with discovery(creds, DiscoverySettings(page_size=3)) as (_, inv, _store):
+                assert {name for _, name in inv.pods} == {f"p{i}" for i in range(7)}
+            pod_lists = [
+                q for p, q, _ in server.requests if p == "/api/v1/pods" and "watch" not in q
+            ]
+            assert [q.get("continue", "") != "" for q in pod_lists] == [False, True, True]
+            assert all(q["limit"] == "3" for q in pod_lists)
+
+    run(main())
+
+
+def test_api_server_down_keeps_state_then_recovers(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with api_server(tmp_path) as (server, creds):
+            await seed(server)
+            async with discovery(creds) as (d, inv, store):
+                before = dict(inv.pods)
+                await server.stop()
+                await until(lambda: d.pod_reflector.last_error is not None, "error noticed")
+                # Serving goes on with what we had: nothing was dropped.
+                assert inv.pods == before and store.forgotten_pods == []
+                assert d.has_synced
+                # Changes made while we could not see them.
+                server.cols["pods"].objects.pop("default/web-2")
+                await server.put("pods", pod("default", "web-9", app="web"))
+                await server.start()  # same port
+                await until(
+                    lambda: (
+                        ("default", "web-9") in inv.pods and ("default", "web-2") not in inv.pods
+                    ),
+                    "recovered after the API server returned",
+                )
+                await until(lambda: d.pod_reflector.last_error is None, "error cleared")
+                assert store.forgotten_pods == [("default", "web-2")]
+
+    run(main())
+
+
+class _Pages:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def begin_list(self) -> None:
+        self.calls.append("begin")
+
+    def list_page(self, items: list[dict[str, Any]]) -> None:
+        self.calls.append(f"page:{len(items)}")
+
+    def end_list(self) -> None:
+        self.calls.append("end")
+
+    def on_event(self, event_type: str, obj: dict[str, Any]) -> None:
+        self.calls.append(event_type)
+
+
+def test_list_failing_halfway_reconciles_nothing(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with api_server(tmp_path) as (server, creds):
+            for i in range(4):
+                await server.put("pods", pod("ns", f"p{i}"))
+            server.fail_lists = 1
+            handler = _Pages()
+            async with ApiClient(creds) as client:
+                r = Reflector(
+                    client,
+                    ReflectorSettings(path="/api/v1/pods", page_size=2, backoff_initial=0.05),
+                    handler,
+                )
+                task = asyncio.create_task(r.run())
+                await until(lambda: r.has_synced, "synced after a failed list")
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            # The first attempt failed before any page: no begin/end; the retry is whole.
+            assert handler.calls[:4] == ["begin", "page:2", "page:2", "end"]
+
+    run(main())
+
+
+# ---------------------------------------------------------------- the node table
+
+
+def test_node_target_follows_address_type_preference() -> None:
+    obj = node(
+        "n",
+        addresses=[("ExternalIP", "1.2.3.4"), ("InternalIP", "10.0.0.7"), ("Hostname", "n.local")],
+        port=11250,
+    )
+    manifest = DiscoverySettings(address_types=("InternalIP", "ExternalIP", "Hostname"))
+    assert node_target(obj, manifest) == NodeTarget("n", "10.0.0.7", 10250)
+    assert node_target(obj, DiscoverySettings()).host == "n.local"  # code default: Hostname first
+    only_ext = DiscoverySettings(address_types=("ExternalIP",))
+    assert node_target(obj, only_ext).host == "1.2.3.4"
+
+    status_port = DiscoverySettings(use_node_status_port=True, kubelet_port=1234)
+    assert node_target(obj, status_port).port == 11250
+    zero = node("z", addresses=[("InternalIP", "10.0.0.8")], port=0)
+    assert node_target(zero, status_port).port == 1234  # a zero status port falls back
+
+    none = DiscoverySettings(address_types=("InternalDNS", "ExternalDNS"))
+    t = node_target(obj, none)
+    assert t.error == "no address matched types [InternalDNS ExternalDNS]"
+    assert t.host == ""
+
+
+def test_node_target_path_annotation_and_ipv6() -> None:
+    obj = node("n", addresses=[("InternalIP", "fd00::7")], path="/metrics/resource/v2")
+    t = node_target(obj, DiscoverySettings(address_types=("InternalIP",)))
+    assert t.path == "/metrics/resource/v2"
+    assert t.hostport == "[fd00::7]:10250"
+    assert NodeTarget("n", "10.0.0.1", 10250).hostport == "10.0.0.1:10250"
+    assert NodeTarget("n", "10.0.0.1", 10250).path == "/metrics/resource"
