@@ -1,0 +1,432 @@
+"""The scrape loop against fake kubelets over real HTTP/TLS on 127.0.0.1.
+
+Covers: bodies reach the store unchanged with the request time, the path annotation, failing
+kubelets (slow, 500, garbage, oversized, unreachable, no address) not affecting healthy ones,
+one log line per state change, keep-alive across ticks, ticks that never overlap, the TLS
+modes (CA, insecure, mTLS, completely insecure) and token rotation, cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from kube_helpers import CA, RecordingStore, Server, run, until
+from kubemetrics.kube import ClusterCredentials, ConfigError, NodeTarget, TokenSource
+from kubemetrics.scraper import KubeletClientSettings, Scraper, ScrapeSettings, kubelet_settings
+
+TOKEN = "kubelet-token"
+
+
+def payload(node: str) -> bytes:
+    return (
+        b"# HELP node_cpu_usage_seconds_total Cumulative cpu time consumed by the node\n"
+        b"# TYPE node_cpu_usage_seconds_total counter\n"
+        b"node_cpu_usage_seconds_total 357.35 1700000000000\n"
+        b'container_cpu_usage_seconds_total{container="c",namespace="ns",pod="'
+        + node.encode()
+        + b'-pod"} 1.5 1700000000000\n'
+    )
+
+
+class Kubelet:
+    """One fake kubelet. ``mode``: ok, slow, error, garbage, huge, hang-body."""
+
+    def __init__(self, name: str, mode: str = "ok", path: str = "/metrics/resource") -> None:
+        self.name = name
+        self.mode = mode
+        self.path = path
+        self.auth_headers: list[str | None] = []
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self.handle)
+        self.app = app
+        self.server: Server | None = None
+        self.release = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path != self.path:
+            return web.Response(status=404)
+        self.auth_headers.append(request.headers.get("Authorization"))
+        if self.mode == "slow":
+            await self.release.wait()
+        if self.mode == "error":
+            return web.Response(status=500, text="boom")
+        if self.mode == "garbage":
+            return web.Response(body=b"<html>not metrics</html>")
+        if self.mode == "huge":
+            resp = web.StreamResponse()
+            await resp.prepare(request)
+            chunk = b"#" * 65536
+            for _ in range(64):  # 4 MiB, chunked: no Content-Length to check up front
+                await resp.write(chunk)
+            return resp
+        return web.Response(body=payload(self.name), content_type="text/plain")
+
+    async def start(self, ctx: object) -> Server:
+        import ssl
+
+        self.server = Server(self.app, ctx if isinstance(ctx, ssl.SSLContext) else None)
+        await self.server.start()
+        return self.server
+
+    def target(self, path: str | None = None) -> NodeTarget:
+        assert self.server is not None
+        return NodeTarget(self.name, "127.0.0.1", self.server.port, path or self.path)
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, bool]] = []
+        self.ticks: list[float] = []
+        self.removed: list[str] = []
+
+    def on_request(self, node: str, seconds: float, success: bool, started_at: float) -> None:
+        self.events.append(("request", node, success))
+
+    def on_tick(self, seconds: float) -> None:
+        self.ticks.append(seconds)
+        self.events.append(("tick", "", True))
+
+    def on_node_removed(self, node: str) -> None:
+        self.removed.append(node)
+
+    def result(self, node: str) -> list[bool]:
+        return [ok for kind, n, ok in self.events if kind == "request" and n == node]
+
+
+@contextlib.asynccontextmanager
+async def kubelets(
+    ca: CA, *modes: str, client_ca: CA | None = None
+) -> AsyncIterator[list[Kubelet]]:
+    ctx = ca.server_context(ca.issue("kubelet"), client_ca=client_ca)
+    fleet = [Kubelet(f"node-{i}-{m}", m) for i, m in enumerate(modes)]
+    for k in fleet:
+        await k.start(ctx)
+    try:
+        yield fleet
+    finally:
+        for k in fleet:
+            k.release.set()
+            assert k.server is not None
+            await k.server.stop()
+
+
+def creds_for(ca: CA, token: str = TOKEN) -> ClusterCredentials:
+    return ClusterCredentials(
+        server="https://127.0.0.1:1",
+        ca_pem=ca.cert_pem.decode(),
+        token=TokenSource(f"Bearer {token}"),
+    )
+
+
+def fast(resolution: float = 60.0) -> ScrapeSettings:
+    # A small stagger keeps the tests quick; the 8 ms × nodes rule is exercised all the same.
+    return ScrapeSettings(resolution=resolution, max_stagger=0.05)
+
+
+def test_tick_delivers_bodies_to_the_store(tmp_path: Path) -> None:
+    async def main() -> None:
+        ca = CA(tmp_path)
+        async with kubelets(ca, "ok", "ok", "ok") as fleet:
+            fleet[2].path = "/custom/metrics"  # as the node's resource-metrics-path says
+            targets = {k.name: k.target() for k in fleet}
+            store = RecordingStore()
+            obs = Observer()
+            scraper = Scraper(targets, store, kubelet_settings(creds_for(ca)), fast(), obs)
+            before = int(time.time() * 1000)
+            await scraper.tick()
+            after = int(time.time() * 1000)
+            await scraper.close()
+            got = {node: body for node, body, _ in store.ingested}
+            assert got == {k.name: payload(k.name) for k in fleet}
+            assert all(before <= t <= after for _, _, t in store.ingested)
+            assert all(k.auth_headers == [f"Bearer {TOKEN}"] for k in fleet)
+            assert sorted(n for kind, n, ok in obs.events if kind == "request" and ok) == sorted(
+                targets
+            )
+            assert obs.events[-1][0] == "tick" and scraper.failing == {}
+            assert scraper.last_tick_started is not None
+
+    run(main())
+
+
+def test_failing_kubelets_do_not_affect_healthy_ones(tmp_path: Path) -> None:
+    async def main() -> None:
+        ca = CA(tmp_path)
+        async with kubelets(ca, "ok", "slow", "error", "garbage", "huge", "ok") as fleet:
+            targets = {k.name: k.target() for k in fleet}
+            # A port with nobody listening, and a node without a usable address.
+            closed = Server(web.Application())
+            await closed.start()
+            port = closed.port
+            await closed.stop()
+            targets["gone"] = NodeTarget("gone", "127.0.0.1", port)
+            targets["noaddr"] = NodeTarget(
+                "noaddr", "", 10250, error="no address matched types [InternalIP]"
+            )
+            store = RecordingStore()
+            obs = Observer()
+            settings = KubeletClientSettings(
+                ca_pem=ca.cert_pem.decode(),
+                token=TokenSource(f"Bearer {TOKEN}"),
+                request_timeout=1.0,
+                max_body_bytes=1 << 20,
+            )
+            scraper = Scraper(targets, store, settings, fast(), obs)
+            await scraper.tick()
+            await scraper.close()
+
+            ok = {fleet[0].name, fleet[5].name}
+            assert {n for n, _, _ in store.ingested} == ok
+            f = scraper.failing
+            assert set(f) == set(targets) - ok
+            assert f[fleet[1].name] == "request timed out after 1s"
+            assert f[fleet[2].name] == 'request failed, status: "500 Internal Server Error"'
+            assert f[fleet[3].name].startswith("invalid metrics: line 1")
+            assert f[fleet[4].name] == f"response too large: over {1 << 20} bytes"
+            assert "ClientConnectorError" in f["gone"] or "Connect" in f["gone"]
+            assert f["noaddr"] == "no address matched types [InternalIP]"
+            # The healthy nodes were done before the slow one gave up: it delayed nobody.
+            order = [n for kind, n, _ in obs.events if kind == "request"]
+            assert order.index(fleet[1].name) > max(order.index(n) for n in ok)
+            assert all(obs.result(n) == [False] for n in set(targets) - ok)
+
+    run(main())
+
+
+def test_one_log_line_per_state_change(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        ca = CA(tmp_path)
+        async with kubelets(ca, "error", "ok") as fleet:
+            targets = {k.name: k.target() for k in fleet}
+            scraper = Scraper(targets, RecordingStore(), kubelet_settings(creds_for(ca)), fast())
+            for _ in range(3):
+                await scraper.tick()
+            fleet[0].mode = "ok"
+            for _ in range(2):
+                await scraper.tick()
+            await scraper.close()
+
+    with caplog.at_level(logging.INFO, logger="kubemetrics.scraper"):
+        run(main())
+    msgs = [r.getMessage() for r in caplog.records if r.name == "kubemetrics.scraper"]
+    assert msgs == ["Failed to scrape node", "Scraping node works again"]
+
+
+def test_connections_are_kept_alive_across_ticks(tmp_path: Path) -> None:
+    async def main() -> None:
+        ca = CA(tmp_path)
+        async with kubelets(ca, "ok", "ok", "ok") as fleet:
+            targets = {k.name: k.target() for k in fleet}
+            store = RecordingStore()
+            obs = Observer()
+            scraper = Scraper(targets, store, kubelet_settings(creds_for(ca)), fast(0.2), obs)
+            task = asyncio.create_task(scraper.run())
+            await until(lambda: len(obs.ticks) >= 4, "four ticks")
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert len(store.ingested) >= 12
+            # One TCP connection (one TLS handshake) per kubelet for all the ticks.
+            for k in fleet:
+                assert k.server is not None and len(k.server.peers) == 1, k.server.peers
+
+    run(main())
+
+
+def test_ticks_never_overlap_and_do_not_pile_up(tmp_path: Path) -> None:
+    async def main() -> None:
+        ca = CA(tmp_path)
+        async with kubelets(ca, "slow") as fleet:
+            targets = {k.name: k.target() for k in fleet}
+            obs = Observer()
+            settings = kubelet_settings(creds_for(ca), request_timeout=0.5)
+            scraper = Scraper(targets, RecordingStore(), settings, fast(0.1), obs)
+            task = asyncio.create_task(scraper.run())
+            await until(lambda: len(obs.ticks) >= 3, "three ticks")
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            kinds = [kind for kind, _, _ in obs.events]
+            # Each tick (0.5 s, longer than the 0.1 s resolution) ends before the next begins.
+            assert kinds[:6] == ["request", "tick"] * 3
+            # No pile-up: the kubelet saw one request per tick, never concurrent ones.
+            assert len(fleet[0].auth_headers) <= len(obs.ticks) + 1
+
+    run(main())
+
+
+def test_cancellation_stops_in_flight_scrapes(tmp_path: Path) -> None:
+    async def main() -> None:
+        ca = CA(tmp_path)
+        async with kubelets(ca, "slow", "ok") as fleet:
+            targets = {k.name: k.target() for k in fleet}
+            store = RecordingStore()
+            scraper = Scraper(targets, store, kubelet_settings(creds_for(ca)), fast())
+            task = asyncio.create_task(scraper.run())
+            await until(lambda: len(fleet[0].auth_headers) == 1, "slow request in flight")
+            await until(lambda: len(store.ingested) == 1, "healthy node scraped")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert scraper._session is None  # closed on the way out
+
+    run(main(), timeout=30)
+
+
+def test_removed_nodes_are_reported_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        ca = CA(tmp_path)
+        async with kubelets(ca, "ok", "error") as fleet:
+            targets = {k.name: k.target() for k in fleet}
+            obs = Observer()
+            scraper = Scraper(
+                targets, RecordingStore(), kubelet_settings(creds_for(ca)), fast(), obs
+            )
+            await scraper.tick()
+            assert fleet[1].name in scraper.failing
+            del targets[fleet[1].name]
+            await scraper.tick()
+            await scraper.tick()
+            await scraper.close()
+            assert obs.removed == [fleet[1].name]
+            assert scraper.failing == {}
+
+    run(main())
+
+
+# ---------------------------------------------------------------- TLS modes and credentials
+
+
+def test_kubelet_ca_verification_and_insecure_tls(tmp_path: Path) -> None:
+    async def main() -> None:
+        cluster_ca = CA(tmp_path, "cluster")
+        kubelet_ca = CA(tmp_path, "kubelet-ca")
+        async with kubelets(kubelet_ca, "ok") as fleet:
+            targets = {k.name: k.target() for k in fleet}
+            creds = creds_for(cluster_ca)
+            name = fleet[0].name
+
+            verified = Scraper(targets, RecordingStore(), kubelet_settings(creds), fast())
+            await verified.tick()
+            await verified.close()
+            assert "CERTIFICATE_VERIFY_FAILED" in verified.failing[name]
+
+            with_ca = kubelet_settings(creds, certificate_authority=str(kubelet_ca.cert_file))
+            store = RecordingStore()
+            s = Scraper(targets, store, with_ca, fast())
+            await s.tick()
+            await s.close()
+            assert [n for n, _, _ in store.ingested] == [name]
+
+            store = RecordingStore()
+            insecure = kubelet_settings(creds, insecure_tls=True)
+            s = Scraper(targets, store, insecure, fast())
+            await s.tick()
+            await s.close()
+            assert [n for n, _, _ in store.ingested] == [name]
+            # Skipping verification still authenticates.
+            assert fleet[0].auth_headers[-1] == f"Bearer {TOKEN}"
+
+    run(main())
+
+
+def test_kubelet_client_certificate(tmp_path: Path) -> None:
+    async def main() -> None:
+        ca = CA(tmp_path)
+        client_ca = CA(tmp_path, "client-ca")
+        pair = client_ca.issue("metrics-server", server=False)
+        async with kubelets(ca, "ok", client_ca=client_ca) as fleet:
+            targets = {k.name: k.target() for k in fleet}
+            creds = creds_for(ca)
+
+            without = Scraper(targets, RecordingStore(), kubelet_settings(creds), fast())
+            await without.tick()
+            await without.close()
+            assert fleet[0].name in without.failing
+
+            store = RecordingStore()
+            settings = kubelet_settings(
+                creds, client_certificate=str(pair.cert_file), client_key=str(pair.key_file)
+            )
+            s = Scraper(targets, store, settings, fast())
+            await s.tick()
+            await s.close()
+            assert len(store.ingested) == 1
+
+            # Without flags the kubeconfig's own client pair is inherited.
+            inherited = ClusterCredentials(
+                server=creds.server,
+                ca_pem=creds.ca_pem,
+                cert_pem=pair.cert_pem.decode(),
+                key_pem=pair.key_pem.decode(),
+            )
+            store = RecordingStore()
+            s = Scraper(targets, store, kubelet_settings(inherited), fast())
+            await s.tick()
+            await s.close()
+            assert len(store.ingested) == 1
+
+    run(main())
+
+
+def test_completely_insecure_is_plain_http_without_credentials(tmp_path: Path) -> None:
+    async def main() -> None:
+        fleet = [Kubelet("plain")]
+        await fleet[0].start(None)
+        try:
+            targets = {k.name: k.target() for k in fleet}
+            store = RecordingStore()
+            settings = kubelet_settings(creds_for(CA(tmp_path)), completely_insecure=True)
+            assert settings.scheme == "http"
+            s = Scraper(targets, store, settings, fast())
+            await s.tick()
+            await s.close()
+            assert len(store.ingested) == 1
+            assert fleet[0].auth_headers == [None]
+        finally:
+            assert fleet[0].server is not None
+            await fleet[0].server.stop()
+
+    run(main())
+
+
+def test_conflicting_kubelet_flags_are_errors(tmp_path: Path) -> None:
+    creds = creds_for(CA(tmp_path))
+    with pytest.raises(ConfigError, match="cannot be used together"):
+        kubelet_settings(creds, insecure_tls=True, certificate_authority="/ca.crt")
+    with pytest.raises(ConfigError, match="must be given together"):
+        kubelet_settings(creds, client_certificate="/c.crt")
+    with pytest.raises(ConfigError, match="completely-insecure cannot be combined"):
+        kubelet_settings(creds, completely_insecure=True, insecure_tls=True)
+    with pytest.raises(ConfigError, match="cannot load CA"):
+        KubeletClientSettings(ca_pem="not a certificate").ssl_context()
+
+
+def test_kubelet_token_rotation(tmp_path: Path) -> None:
+    async def main() -> None:
+        ca = CA(tmp_path)
+        token_file = tmp_path / "token"
+        token_file.write_text("first")
+        async with kubelets(ca, "ok") as fleet:
+            targets = {k.name: k.target() for k in fleet}
+            creds = ClusterCredentials(
+                server="https://127.0.0.1:1",
+                ca_pem=ca.cert_pem.decode(),
+                token=TokenSource.from_file(str(token_file), refresh_seconds=0.0),
+            )
+            s = Scraper(targets, RecordingStore(), kubelet_settings(creds), fast())
+            await s.tick()
+            token_file.write_text("second")
+            await s.tick()
+            await s.close()
+            assert fleet[0].auth_headers == ["Bearer first", "Bearer second"]
+
+    run(main())
