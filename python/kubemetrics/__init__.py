@@ -1,5 +1,15 @@
 """kubemetrics: a drop-in replacement for the Kubernetes Metrics Server."""
 
-from kubemetrics._native import __version__
+from kubemetrics._native import (
+    ParseError,
+    ResourceMetrics,
+    __version__,
+    parse_resource_metrics,
+)
 
-__all__ = ["__version__"]
+__all__ = [
+    "ParseError",
+    "ResourceMetrics",
+    "__version__",
+    "parse_resource_metrics",
+]

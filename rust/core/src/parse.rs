@@ -28,6 +28,9 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use text::{LabelValue, Lines, Sample};
 
+/// Longest line accepted, in bytes; a longer one is a syntax error.
+pub use text::MAX_LINE_BYTES;
+
 /// Node-level sample; NaN where absent, timestamp 0 where absent.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NodeSample {

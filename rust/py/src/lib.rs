@@ -2,8 +2,11 @@
 
 use pyo3::prelude::*;
 
+mod parse;
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    parse::register(m)?;
     Ok(())
 }

@@ -25,7 +25,7 @@ use std::borrow::Cow;
 
 /// Longest line accepted, in bytes. Real kubelet lines are a few hundred bytes;
 /// the bound keeps a garbage payload from being parsed as one giant sample.
-pub(crate) const MAX_LINE_BYTES: usize = 64 * 1024;
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
 const NAME_START: u8 = 1;
 const NAME_CHAR: u8 = 2;
