@@ -1,0 +1,268 @@
+//! Selection and response encoding: the Python door to
+//! `kubemetrics_core::{selector, encode, quantity}`.
+//!
+//! Selectors are parsed with the GIL held (short strings); selection and
+//! encoding run with it released. Every call into the core is also guarded
+//! against panics, which must never cross into Python.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use kubemetrics_core::encode::{self as core_encode, ApiVersion, EncodeError, Format, Request};
+use kubemetrics_core::quantity;
+use kubemetrics_core::selector::{self, FieldSelector, LabelSelector, ObjectKind};
+use numpy::{PyArray1, PyReadonlyArray1};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::inventory::Inventory;
+use crate::store::Snapshot;
+
+pyo3::create_exception!(
+    kubemetrics,
+    SelectorError,
+    PyValueError,
+    "A malformed label/field selector or an unsupported field; the message suits a 400 Status."
+);
+
+fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> PyResult<T> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        let detail = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        PyRuntimeError::new_err(format!("internal error in {what} (a bug): {detail}"))
+    })
+}
+
+fn selectors(
+    label_selector: &str,
+    field_selector: &str,
+    kind: ObjectKind,
+) -> PyResult<(LabelSelector, FieldSelector)> {
+    let labels = LabelSelector::parse(label_selector).map_err(|e| SelectorError::new_err(e.0))?;
+    let fields =
+        FieldSelector::parse(field_selector, kind).map_err(|e| SelectorError::new_err(e.0))?;
+    Ok((labels, fields))
+}
+
+fn to_array(py: Python<'_>, idx: Vec<usize>) -> Bound<'_, PyArray1<i64>> {
+    // Snapshot sizes are far below i64::MAX.
+    let v: Vec<i64> = idx.into_iter().map(|i| i as i64).collect();
+    PyArray1::from_vec(py, v)
+}
+
+/// Indices into `snapshot.nodes` of nodes in both the inventory and the
+/// snapshot that match the selectors, sorted by name.
+#[pyfunction]
+#[pyo3(signature = (snapshot, inventory, label_selector="", field_selector=""))]
+fn select_nodes<'py>(
+    py: Python<'py>,
+    snapshot: &Bound<'py, Snapshot>,
+    inventory: &Bound<'py, Inventory>,
+    label_selector: &str,
+    field_selector: &str,
+) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    let (labels, fields) = selectors(label_selector, field_selector, ObjectKind::Node)?;
+    let snap = snapshot.get().inner.clone();
+    let inv = inventory.get();
+    let idx = py.detach(|| {
+        guarded("select_nodes", || {
+            selector::select_nodes(&snap, &inv.read(), &labels, &fields)
+        })
+    })?;
+    Ok(to_array(py, idx))
+}
+
+/// Indices into `snapshot.pods` of pods in both the inventory and the
+/// snapshot, in `namespace` (all if None), matching the selectors, sorted
+/// by (namespace, name).
+#[pyfunction]
+#[pyo3(signature = (snapshot, inventory, namespace=None, label_selector="", field_selector=""))]
+fn select_pods<'py>(
+    py: Python<'py>,
+    snapshot: &Bound<'py, Snapshot>,
+    inventory: &Bound<'py, Inventory>,
+    namespace: Option<&str>,
+    label_selector: &str,
+    field_selector: &str,
+) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    let (labels, fields) = selectors(label_selector, field_selector, ObjectKind::Pod)?;
+    let snap = snapshot.get().inner.clone();
+    let inv = inventory.get();
+    let idx = py.detach(|| {
+        guarded("select_pods", || {
+            selector::select_pods(&snap, &inv.read(), namespace, &labels, &fields)
+        })
+    })?;
+    Ok(to_array(py, idx))
+}
+
+/// Indices from a numpy int64 array (no copy of a contiguous one until here)
+/// or any sequence of ints.
+fn indices(obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
+    if let Ok(arr) = obj.extract::<PyReadonlyArray1<'_, i64>>() {
+        return Ok(match arr.as_slice() {
+            Ok(s) => s.to_vec(),
+            Err(_) => arr.as_array().iter().copied().collect(),
+        });
+    }
+    obj.extract::<Vec<i64>>()
+}
+
+fn request(api_version: &str, fmt: &str, single: bool, now_s: f64) -> PyResult<Request> {
+    let api_version = ApiVersion::parse(api_version).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "api_version must be \"v1beta1\" or \"v1\", got {api_version:?}"
+        ))
+    })?;
+    let format = Format::parse(fmt).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "fmt must be \"json\", \"protobuf\" or \"table\", got {fmt:?}"
+        ))
+    })?;
+    if !now_s.is_finite() || now_s.abs() > 1e15 {
+        return Err(PyValueError::new_err(format!(
+            "now_s must be finite Unix seconds, got {now_s}"
+        )));
+    }
+    Ok(Request {
+        api_version,
+        format,
+        single,
+        now_s: now_s.floor() as i64,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Node,
+    Pod,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn encode<'py>(
+    py: Python<'py>,
+    kind: Kind,
+    snapshot: &Bound<'py, Snapshot>,
+    inventory: &Bound<'py, Inventory>,
+    idx: &Bound<'py, PyAny>,
+    api_version: &str,
+    fmt: &str,
+    single: bool,
+    now_s: f64,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let req = request(api_version, fmt, single, now_s)?;
+    let raw = indices(idx)?;
+    let snap = snapshot.get().inner.clone();
+    let inv = inventory.get();
+    let body = py
+        .detach(|| {
+            guarded("encode", || -> Result<Vec<u8>, EncodeError> {
+                let len = match kind {
+                    Kind::Node => snap.nodes.len(),
+                    Kind::Pod => snap.pods.len(),
+                };
+                let idx = core_encode::check_indices(&raw, len)?;
+                // Resolve labels under the read lock, then encode without it.
+                let labels = {
+                    let inv = inv.read();
+                    match kind {
+                        Kind::Node => core_encode::node_labels(&snap, &inv, &idx),
+                        Kind::Pod => core_encode::pod_labels(&snap, &inv, &idx),
+                    }
+                };
+                match kind {
+                    Kind::Node => core_encode::encode_nodes(&snap, &idx, &labels, &req),
+                    Kind::Pod => core_encode::encode_pods(&snap, &idx, &labels, &req),
+                }
+            })
+        })?
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(PyBytes::new(py, &body))
+}
+
+/// A NodeMetricsList (or one NodeMetrics if `single`) for the given indices.
+#[pyfunction]
+#[pyo3(signature = (snapshot, inventory, indices, *, api_version, fmt, single, now_s))]
+#[allow(clippy::too_many_arguments)]
+fn encode_nodes<'py>(
+    py: Python<'py>,
+    snapshot: &Bound<'py, Snapshot>,
+    inventory: &Bound<'py, Inventory>,
+    indices: &Bound<'py, PyAny>,
+    api_version: &str,
+    fmt: &str,
+    single: bool,
+    now_s: f64,
+) -> PyResult<Bound<'py, PyBytes>> {
+    encode(
+        py,
+        Kind::Node,
+        snapshot,
+        inventory,
+        indices,
+        api_version,
+        fmt,
+        single,
+        now_s,
+    )
+}
+
+/// A PodMetricsList (or one PodMetrics if `single`) for the given indices.
+#[pyfunction]
+#[pyo3(signature = (snapshot, inventory, indices, *, api_version, fmt, single, now_s))]
+#[allow(clippy::too_many_arguments)]
+fn encode_pods<'py>(
+    py: Python<'py>,
+    snapshot: &Bound<'py, Snapshot>,
+    inventory: &Bound<'py, Inventory>,
+    indices: &Bound<'py, PyAny>,
+    api_version: &str,
+    fmt: &str,
+    single: bool,
+    now_s: f64,
+) -> PyResult<Bound<'py, PyBytes>> {
+    encode(
+        py,
+        Kind::Pod,
+        snapshot,
+        inventory,
+        indices,
+        api_version,
+        fmt,
+        single,
+        now_s,
+    )
+}
+
+/// Canonical CPU quantity of a rate in nanocores (`500m`, `20u`, `1`).
+#[pyfunction]
+fn format_cpu(nanocores: u64) -> String {
+    quantity::format_cpu(nanocores)
+}
+
+/// Canonical memory quantity of a byte count (`12240Ki`, `1k`, `1536`).
+#[pyfunction]
+fn format_memory(bytes: u64) -> String {
+    quantity::format_memory(bytes)
+}
+
+/// Go `time.Duration` string of a millisecond count (`15.012s`, `1m0.5s`).
+#[pyfunction]
+fn format_duration(ms: i64) -> String {
+    quantity::format_duration_ms(ms)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("SelectorError", m.py().get_type::<SelectorError>())?;
+    m.add_function(wrap_pyfunction!(select_nodes, m)?)?;
+    m.add_function(wrap_pyfunction!(select_pods, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_nodes, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_pods, m)?)?;
+    m.add_function(wrap_pyfunction!(format_cpu, m)?)?;
+    m.add_function(wrap_pyfunction!(format_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(format_duration, m)?)?;
+    Ok(())
+}
