@@ -19,8 +19,19 @@ import pytest
 from aiohttp import web
 
 from kube_helpers import CA, RecordingStore, Server, run, until
-from kubemetrics.kube import ClusterCredentials, ConfigError, NodeTarget, TokenSource
+from kubemetrics._native import Inventory, Store
+from kubemetrics.kube import (
+    ApiClient,
+    ClusterCredentials,
+    ConfigError,
+    Discovery,
+    DiscoverySettings,
+    NodeTarget,
+    TokenSource,
+    load_kubeconfig_credentials,
+)
 from kubemetrics.scraper import KubeletClientSettings, Scraper, ScrapeSettings, kubelet_settings
+from kubemetrics_sim.testing import SimProcess
 
 TOKEN = "kubelet-token"
 
@@ -236,7 +247,8 @@ def test_connections_are_kept_alive_across_ticks(tmp_path: Path) -> None:
             assert len(store.ingested) >= 12
             # One TCP connection (one TLS handshake) per kubelet for all the ticks.
             for k in fleet:
-                assert k.server is not None and len(k.server.peers) == 1, k.server.peers
+                assert k.server is not None
+                assert len(k.server.peers) == 1, k.server.peers
 
     run(main())
 
@@ -430,3 +442,95 @@ def test_kubelet_token_rotation(tmp_path: Path) -> None:
             assert fleet[0].auth_headers == ["Bearer first", "Bearer second"]
 
     run(main())
+
+
+# ---------------------------------------------------------------- against the simulator
+
+
+@pytest.mark.slow
+def test_discovery_and_scraping_against_the_simulator(sim: SimProcess) -> None:
+    """Real reflectors, scraper, Store and Inventory against the simulated cluster."""
+
+    async def main() -> None:
+        creds = await load_kubeconfig_credentials(sim.kubeconfig("metrics-server"))
+        inv = Inventory()
+        store = Store(1.0)
+        obs = Observer()
+        settings = DiscoverySettings(
+            address_types=("InternalIP", "ExternalIP", "Hostname"),
+            kubelet_port=1,  # wrong on purpose: the node status port must win
+            use_node_status_port=True,
+        )
+        async with ApiClient(creds) as client:
+            d = Discovery(client, inv, store, settings)
+            tasks = [asyncio.create_task(d.run())]
+            try:
+                await d.wait_synced()
+                running = await asyncio.to_thread(
+                    sim.api, "/api/v1/pods?fieldSelector=status.phase%3DRunning"
+                )
+                assert set(d.targets) == set(sim.info["nodes"])
+                for name, t in d.targets.items():
+                    assert (t.host, t.port) == sim.node_address(name)
+                assert inv.pod_count() == len(running["items"]) > 0
+                for item in running["items"]:
+                    meta = item["metadata"]
+                    assert inv.pod_labels(meta["namespace"], meta["name"]) == meta["labels"]
+
+                scraper = Scraper(
+                    d.targets,
+                    store,
+                    kubelet_settings(creds, request_timeout=0.8),
+                    ScrapeSettings(resolution=1.0),
+                    obs,
+                )
+                tasks.append(asyncio.create_task(scraper.run()))
+
+                def servable() -> int:
+                    snap = store.snapshot(int(time.time() * 1000))
+                    return sum(snap.node_index(n) is not None for n in d.targets)
+
+                await until(lambda: servable() == len(d.targets), "every node servable", 30)
+                snap = store.snapshot(int(time.time() * 1000))
+                truth = await asyncio.to_thread(sim.truth)
+                matched = 0
+                for name, node_truth in truth["nodes"].items():
+                    i = snap.node_index(name)
+                    assert i is not None
+                    ts = int(snap.nodes["timestamp_ms"][i])
+                    hist = {h[0]: h for h in node_truth["history"]}
+                    if ts in hist:  # the simulator keeps two samples; it may have moved on
+                        assert int(snap.nodes["memory_bytes"][i]) == hist[ts][2]
+                        matched += 1
+                assert matched >= 1
+
+                # Faults on two kubelets: only they fail, the third keeps being scraped.
+                names = sorted(d.targets)
+                await asyncio.to_thread(sim.fault, names[1], "http500")
+                await asyncio.to_thread(sim.fault, names[2], "garbage")
+                await until(
+                    lambda: set(scraper.failing) == {names[1], names[2]}, "faults noticed", 30
+                )
+                assert scraper.failing[names[1]].startswith('request failed, status: "500')
+                assert scraper.failing[names[2]].startswith("invalid metrics:")
+                healthy = len(obs.result(names[0]))
+                await until(lambda: len(obs.result(names[0])) > healthy + 1, "still scraping")
+                assert all(obs.result(names[0]))
+                for n in names[1:]:
+                    await asyncio.to_thread(sim.heal, n)
+                await until(lambda: not scraper.failing, "healed", 30)
+
+                # A deleted pod leaves the inventory through the watch.
+                item = running["items"][0]["metadata"]
+                await asyncio.to_thread(sim.delete_pod, item["namespace"], item["name"])
+                await until(
+                    lambda: not inv.has_pod(item["namespace"], item["name"]), "pod deletion", 30
+                )
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    run(main(), timeout=120)
