@@ -9,11 +9,13 @@ ports, path annotation, IPv6).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from kube_helpers import (
@@ -48,15 +50,22 @@ TOKEN = "s3cret-token"
 
 
 @contextlib.asynccontextmanager
-async def api_server(tmp_path: Path) -> AsyncIterator[tuple[FakeApiServer, ClusterCredentials]]:
+async def api_server(
+    tmp_path: Path, via_kubeconfig: bool = False
+) -> AsyncIterator[tuple[FakeApiServer, ClusterCredentials]]:
     ca = CA(tmp_path)
     pair = ca.issue("apiserver")
     server = FakeApiServer(ca.server_context(pair), TOKEN)
     await server.start()
     try:
-        creds = await load_kubeconfig_credentials(
-            str(kubeconfig(tmp_path / "kubeconfig", server.url, ca, token=TOKEN))
-        )
+        if via_kubeconfig:  # ~1 s: the loader runs in a child process
+            creds = await load_kubeconfig_credentials(
+                str(kubeconfig(tmp_path / "kubeconfig", server.url, ca, token=TOKEN))
+            )
+        else:
+            creds = ClusterCredentials(
+                server=server.url, ca_pem=ca.cert_pem.decode(), token=TokenSource(f"Bearer {TOKEN}")
+            )
         yield server, creds
     finally:
         await server.stop()
@@ -99,7 +108,7 @@ async def seed(server: FakeApiServer) -> None:
 
 def test_kubeconfig_credentials_reach_the_server_over_tls(tmp_path: Path) -> None:
     async def main() -> None:
-        async with api_server(tmp_path) as (server, creds):
+        async with api_server(tmp_path, via_kubeconfig=True) as (server, creds):
             assert creds.server == server.url
             assert creds.token.current() == f"Bearer {TOKEN}"
             assert creds.ca_pem is not None and "BEGIN CERTIFICATE" in creds.ca_pem
@@ -449,3 +458,40 @@ def test_node_target_path_annotation_and_ipv6() -> None:
     assert t.hostport == "[fd00::7]:10250"
     assert NodeTarget("n", "10.0.0.1", 10250).hostport == "10.0.0.1:10250"
     assert NodeTarget("n", "10.0.0.1", 10250).path == "/metrics/resource"
+
+
+def test_kubeconfig_token_file_and_client_certificate_data(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with api_server(tmp_path) as (server, _):
+            ca = CA(tmp_path, "client-ca")
+            pair = ca.issue("metrics-server", server=False)
+            token_file = tmp_path / "projected-token"
+            token_file.write_text(TOKEN)
+            path = kubeconfig(
+                tmp_path / "kc",
+                server.url,
+                CA(tmp_path, "unused"),  # replaced below by the server's CA file
+                **{
+                    "tokenFile": str(token_file),
+                    "client-certificate-data": base64.b64encode(pair.cert_pem).decode(),
+                    "client-key-data": base64.b64encode(pair.key_pem).decode(),
+                },
+            )
+            cfg = orjson.loads(path.read_bytes())
+            del cfg["clusters"][0]["cluster"]["certificate-authority-data"]
+            cfg["clusters"][0]["cluster"]["certificate-authority"] = str(tmp_path / "test-ca.crt")
+            path.write_bytes(orjson.dumps(cfg))
+            creds = await load_kubeconfig_credentials(str(path))
+            assert creds.cert_pem == pair.cert_pem.decode()
+            assert creds.key_pem == pair.key_pem.decode()
+            async with ApiClient(creds) as client:
+                await client.get_json("/api/v1/nodes")
+                # The file rotates; a 401 makes the client read it again.
+                token_file.write_text("next")
+                server.token = "next"
+                with pytest.raises(ApiError):
+                    await client.get_json("/api/v1/nodes")
+                await client.get_json("/api/v1/nodes")
+            assert server.requests[-1][2]["Authorization"] == "Bearer next"
+
+    run(main())
