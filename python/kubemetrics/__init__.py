@@ -3,6 +3,8 @@
 from kubemetrics._native import (
     ParseError,
     ResourceMetrics,
+    Snapshot,
+    Store,
     __version__,
     parse_resource_metrics,
 )
@@ -10,6 +12,8 @@ from kubemetrics._native import (
 __all__ = [
     "ParseError",
     "ResourceMetrics",
+    "Snapshot",
+    "Store",
     "__version__",
     "parse_resource_metrics",
 ]

@@ -1,6 +1,6 @@
 """Type stub for the Rust extension (rust/py): the whole native surface."""
 
-from typing import Any, Final
+from typing import Any, Final, final
 
 import numpy.typing as npt
 
@@ -28,3 +28,56 @@ def parse_resource_metrics(data: bytes) -> ResourceMetrics:
     """Parse kubelet Prometheus text (GIL released); raises ParseError."""
 
 PARSE_MAX_LINE_BYTES: Final[int]
+
+# ---- store (rust/py/src/store.rs) --------------------------------------------
+
+@final
+class Store:
+    """Last/prev points of every node and container; rates per SPEC §3.
+
+    Thread-safe: every method releases the GIL and serialises on an internal lock."""
+
+    def __init__(self, resolution_seconds: float) -> None:
+        """`resolution_seconds` is `--metric-resolution` (ValueError unless ≥ 0.001)."""
+    @property
+    def resolution_seconds(self) -> float: ...
+    def ingest(self, node: str, data: bytes, request_time_ms: int) -> None:
+        """Parse one node's `/metrics/resource` body and store it (GIL released).
+        `request_time_ms` (Unix ms, taken just before the request) stamps samples without
+        a timestamp and restarts the node's grace clock. Raises ParseError and leaves the
+        node's data untouched on malformed input."""
+    def ingest_parsed(self, node: str, metrics: ResourceMetrics, request_time_ms: int) -> None:
+        """`ingest` for a payload already parsed by `parse_resource_metrics`."""
+    def forget_node(self, node: str) -> None: ...
+    def forget_pod(self, namespace: str, pod: str) -> None:
+        """Drop the pod from every node that reported it."""
+    def snapshot(self, now_ms: int) -> Snapshot:
+        """Everything servable at `now_ms`: nodes (and their pods) whose last good scrape is
+        at most 2 × resolution old and that have a valid pair of points."""
+    def points(self) -> tuple[int, int]:
+        """(nodes with a stored point, containers with a stored pair)."""
+
+@final
+class Snapshot:
+    """One immutable, sorted view of every servable node and pod (shared with the encoders).
+
+    Each column property builds fresh numpy arrays: keep the dict if you read it often."""
+
+    @property
+    def nodes(self) -> dict[str, npt.NDArray[Any]]:
+        """Sorted by name: `name` (object, str), `cpu_nanocores`, `memory_bytes` (uint64),
+        `timestamp_ms`, `window_ms` (int64)."""
+    @property
+    def pods(self) -> dict[str, npt.NDArray[Any]]:
+        """Sorted by (namespace, name): `namespace`, `name`, `node` (object, str),
+        `timestamp_ms`, `window_ms` (int64; of the container with the earliest sample),
+        `container_start` (uint32, length pods + 1)."""
+    @property
+    def containers(self) -> dict[str, npt.NDArray[Any]]:
+        """Pod i owns rows `container_start[i]:container_start[i+1]`, sorted by name:
+        `name` (object, str), `cpu_nanocores`, `memory_bytes` (uint64)."""
+    @property
+    def ready(self) -> bool:
+        """At least one node and one pod servable."""
+    def node_index(self, name: str) -> int | None: ...
+    def pod_index(self, namespace: str, name: str) -> int | None: ...

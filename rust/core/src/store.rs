@@ -391,10 +391,11 @@ impl Store {
     pub fn snapshot(&self, now_ms: i64) -> Snapshot {
         let horizon = i128::from(now_ms) - 2 * i128::from(self.resolution_ms);
         let mut nodes = NodeMetrics::default();
-        let mut refs: Vec<PodRef<'_>> = Vec::new();
-        let mut names: Vec<&Arc<str>> = Vec::new();
-        let mut cpu: Vec<u64> = Vec::new();
-        let mut mem: Vec<u64> = Vec::new();
+        let rows: usize = self.nodes.values().map(|e| e.containers.len()).sum();
+        let mut refs: Vec<PodRef<'_>> = Vec::with_capacity(rows);
+        let mut names: Vec<&Arc<str>> = Vec::with_capacity(rows);
+        let mut cpu: Vec<u64> = Vec::with_capacity(rows);
+        let mut mem: Vec<u64> = Vec::with_capacity(rows);
 
         for entry in self.nodes.values() {
             if i128::from(entry.scraped_ms) < horizon {
@@ -448,14 +449,26 @@ impl Store {
             }
         }
 
-        // Each node's pods are already sorted; a stable sort merges the runs
-        // cheaply and keeps node-name order among duplicates.
-        refs.sort_by(|a, b| {
-            cmp_name(a.namespace, b.namespace).then_with(|| cmp_name(a.name, b.name))
+        // Node name breaks ties so duplicates come out in a fixed order.
+        refs.sort_unstable_by(|a, b| {
+            cmp_name(a.namespace, b.namespace)
+                .then_with(|| cmp_name(a.name, b.name))
+                .then_with(|| cmp_name(a.node, b.node))
         });
 
-        let mut pods = PodMetrics::default();
-        let mut containers = ContainerMetrics::default();
+        let mut pods = PodMetrics {
+            namespace: Vec::with_capacity(refs.len()),
+            name: Vec::with_capacity(refs.len()),
+            node: Vec::with_capacity(refs.len()),
+            timestamp_ms: Vec::with_capacity(refs.len()),
+            window_ms: Vec::with_capacity(refs.len()),
+            container_start: Vec::with_capacity(refs.len() + 1),
+        };
+        let mut containers = ContainerMetrics {
+            name: Vec::with_capacity(cpu.len()),
+            cpu_nanocores: Vec::with_capacity(cpu.len()),
+            memory_bytes: Vec::with_capacity(cpu.len()),
+        };
         pods.container_start.push(0);
         let mut i = 0;
         while i < refs.len() {
@@ -478,11 +491,10 @@ impl Store {
             pods.node.push(Arc::clone(r.node));
             pods.timestamp_ms.push(r.ts_ms);
             pods.window_ms.push(r.window_ms);
-            for k in r.containers.clone() {
-                containers.name.push(Arc::clone(names[k]));
-                containers.cpu_nanocores.push(cpu[k]);
-                containers.memory_bytes.push(mem[k]);
-            }
+            let k = r.containers.clone();
+            containers.name.extend(names[k.clone()].iter().map(|n| Arc::clone(n)));
+            containers.cpu_nanocores.extend_from_slice(&cpu[k.clone()]);
+            containers.memory_bytes.extend_from_slice(&mem[k]);
             // Container counts fit u32 by a wide margin (a cluster has < 1M).
             let end = u32::try_from(containers.name.len()).unwrap_or(u32::MAX);
             pods.container_start.push(end);

@@ -3,10 +3,12 @@
 use pyo3::prelude::*;
 
 mod parse;
+mod store;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     parse::register(m)?;
+    store::register(m)?;
     Ok(())
 }
