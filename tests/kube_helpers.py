@@ -227,6 +227,7 @@ class FakeApiServer:
         app = web.Application()
         app.router.add_get("/api/v1/nodes", self._handle)
         app.router.add_get("/api/v1/pods", self._handle)
+        app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", self._token_review)
         self.server = Server(app, ssl_ctx)
 
     @property
@@ -305,6 +306,15 @@ class FakeApiServer:
         self._watch_responses.clear()
 
     # -- serving
+
+    async def _token_review(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((request.path, dict(request.query), dict(request.headers)))
+        review = orjson.loads(await request.read())
+        ok = review["spec"]["token"] == "good"
+        review["status"] = {"authenticated": ok}
+        if ok:
+            review["status"]["user"] = {"username": "alice", "groups": ["devs"]}
+        return web.Response(body=orjson.dumps(review), status=201, content_type="application/json")
 
     def _view(self, kind: str, obj: dict[str, Any], metadata_only: bool) -> dict[str, Any]:
         if metadata_only:

@@ -495,3 +495,22 @@ def test_kubeconfig_token_file_and_client_certificate_data(tmp_path: Path) -> No
             assert server.requests[-1][2]["Authorization"] == "Bearer next"
 
     run(main())
+
+
+def test_post_json_round_trips_a_review(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with api_server(tmp_path) as (server, creds), ApiClient(creds) as client:
+            path = "/apis/authentication.k8s.io/v1/tokenreviews"
+            review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview"}
+            good = await client.post_json(path, {**review, "spec": {"token": "good"}})
+            bad = await client.post_json(path, {**review, "spec": {"token": "bad"}})
+            assert good["status"] == {
+                "authenticated": True,
+                "user": {"username": "alice", "groups": ["devs"]},
+            }
+            assert bad["status"] == {"authenticated": False}
+            _, _, headers = server.requests[-1]
+            assert headers["Content-Type"] == "application/json"
+            assert headers["Authorization"] == f"Bearer {TOKEN}"
+
+    run(main())
