@@ -154,6 +154,11 @@ class RequestInfo:
         )
 
 
+def _true(v: str | None) -> bool:
+    # Go's strconv.ParseBool spellings (kubernetes-asyncio sends "True").
+    return v in ("1", "t", "T", "true", "TRUE", "True")
+
+
 def request_info(method: str, path: str, query: Any) -> RequestInfo:
     """Like k8s RequestInfoFactory: split an API path into resource attributes."""
     parts = [p for p in path.strip("/").split("/") if p]
@@ -194,7 +199,7 @@ def request_info(method: str, path: str, query: Any) -> RequestInfo:
         info.rest = tuple(rest[3:])
     if info.verb != "watch":
         if method in ("GET", "HEAD") and not info.name:
-            info.verb = "watch" if query.get("watch") in ("1", "true") else "list"
+            info.verb = "watch" if _true(query.get("watch")) else "list"
         elif method == "DELETE" and not info.name:
             info.verb = "deletecollection"
     return info
@@ -668,8 +673,8 @@ class ApiServer:
             timeout = float(q.get("timeoutSeconds", "1800") or 1800)
         except ValueError as e:
             raise ApiError(400, "BadRequest", "invalid timeoutSeconds") from e
-        bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
-        send_initial = q.get("sendInitialEvents") == "true"
+        bookmarks = _true(q.get("allowWatchBookmarks"))
+        send_initial = _true(q.get("sendInitialEvents"))
         include = q.get("includeObject", "Metadata")
         since = 0
         if rv_param not in ("", "0"):

@@ -346,7 +346,7 @@ class Cluster:
     def _container(self, name: str, pattern: Pattern, node: Node, rng: random.Random) -> Container:
         cid = self.next_cid
         self.next_cid += 1
-        offset = rng.randrange(0, min(3000, node.period_ms - 1))
+        offset = rng.randrange(0, max(1, min(3000, node.period_ms // 2)))
         return Container(name, cid, pattern, offset)
 
     def make_pod(
@@ -385,7 +385,7 @@ class Cluster:
             time.time(),
             self._alloc_pod_ip(),
             owner=owner or f"ReplicaSet/{app}-{tmpl[:10]}",
-            offset_ms=rng.randrange(0, min(3000, node.period_ms - 1)),
+            offset_ms=rng.randrange(0, max(1, min(3000, node.period_ms // 2))),
         )
 
     def _new_node(self, rng: random.Random) -> Node:

@@ -63,6 +63,7 @@ class Control:
                     fault = str(b.get("fault", ""))
                     for name in names:
                         c.set_fault(str(name), fault, float(b.get("seconds", 0) or 0))
+                    await self.api.fleet.settle()
                     return json_response({"nodes": names, "fault": fault or "heal"})
             if parts == ["pods"] and m == "POST":
                 pod = c.create_pod(await _body(request))
@@ -81,6 +82,7 @@ class Control:
                     return json_response(self.set_pattern(parts[1], parts[2], b))
             if parts == ["nodes"] and m == "POST":
                 node = c.add_node(await _body(request))
+                await self.api.fleet.settle()
                 return json_response(
                     {
                         "name": node.name,

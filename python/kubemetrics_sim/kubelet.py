@@ -50,6 +50,7 @@ class Fleet:
         self.handler = Server(self.handle, handler_cancellation=True, access_log=None)
         self.auth_cache: dict[tuple[str, str, int], tuple[float, int, str]] = {}
         self.requests = 0
+        self.pending: set[asyncio.Task[None]] = set()
         cluster.listener_hooks.append(self._sync_listener)
 
     # --- listeners -------------------------------------------------------------------------
@@ -105,11 +106,18 @@ class Fleet:
     def _sync_listener(self, node: Node) -> None:
         want = node.name in self.cluster.nodes and node.fault != "down"
         if want and node.name not in self.servers:
-            asyncio.get_running_loop().create_task(self._open_logged(node))
+            task = asyncio.get_running_loop().create_task(self._open_logged(node))
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
         elif not want:
             self.close(node)
             if node.name not in self.cluster.nodes:
                 self.contexts.pop(node.name, None)
+
+    async def settle(self) -> None:
+        """Wait until listeners opened by node changes are accepting connections."""
+        if self.pending:
+            await asyncio.gather(*list(self.pending))
 
     async def _open_logged(self, node: Node) -> None:
         try:
