@@ -217,6 +217,8 @@ def test_schema_validation_catches_mistakes() -> None:
 BASE_DIFFERS_FROM_UPSTREAM = {
     ("Deployment", NAMESPACE, "metrics-server"): [
         ("spec", "template", "spec", "containers", 0, "image"),
+        # Sized from kubemetrics' own per-node figures (docs/DEPLOY.md, "Sizing").
+        ("spec", "template", "spec", "containers", 0, "resources"),
     ],
 }
 BASE_ONLY = {("APIService", "", "v1.metrics.k8s.io")}
@@ -803,3 +805,60 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_the_manifest_args(tmp_path: P
     # Nothing was written into the installed tree by running it (read-only root friendly).
     assert _tree(venv) == before
     assert not list(home.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# sizing: the requests follow the formula and inputs written in docs/DEPLOY.md
+
+DEPLOY_MD = ROOT / "docs" / "DEPLOY.md"
+
+
+def _sizing_inputs() -> dict[str, float]:
+    text = DEPLOY_MD.read_text()
+    block = text.split("<!-- sizing-inputs", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    inputs = {}
+    for line in block.splitlines():
+        name, _, rest = line.partition("=")
+        inputs[name.strip()] = float(rest.split("#", 1)[0])
+    return inputs
+
+
+def _sizing(nodes: int, hpas: int) -> tuple[float, float]:
+    """(memory MiB, CPU millicores) per replica, as docs/DEPLOY.md writes the formula."""
+    i = _sizing_inputs()
+    per_node_kib = (
+        i["mem_store_kib"]
+        + i["mem_inventory_kib"]
+        + 2 * i["mem_snapshot_kib"]
+        + i["mem_conn_kib"]
+        + i["mem_encode_kib"]
+    )
+    memory = i["mem_base_mib"] + i["mem_headroom"] * nodes * per_node_kib / 1024
+    cpu = i["cpu_headroom"] * (
+        i["cpu_idle_m"]
+        + nodes * (i["cpu_scrape_ms"] + i["cpu_snapshot_ms"]) / i["resolution_s"]
+        + hpas / i["hpa_sync_s"] * i["cpu_request_ms"]
+    )
+    return memory, cpu
+
+
+def _requests(memory: float, cpu: float) -> tuple[str, str]:
+    return f"{-(-memory // 64) * 64:.0f}Mi", f"{-(-cpu // 10) * 10:.0f}m"
+
+
+def test_sizing_table_and_base_requests_follow_the_documented_formula() -> None:
+    rows = re.findall(
+        r"^\| (\d+) \| (\d+) \| ([\d.]+) MiB \| \**(\d+Mi)\**[^|]* \| ([\d.]+)m \| \**(\d+m)\**",
+        DEPLOY_MD.read_text(),
+        re.MULTILINE,
+    )
+    assert len(rows) >= 4
+    for nodes, hpas, mem_text, mem_req, cpu_text, cpu_req in rows:
+        memory, cpu = _sizing(int(nodes), int(hpas))
+        assert (float(mem_text), float(cpu_text)) == (round(memory, 1), round(cpu, 1)), nodes
+        assert (mem_req, cpu_req) == _requests(memory, cpu), nodes
+    # The base Deployment is sized for upstream's reference: 100 nodes x 30 pods, 100 HPAs.
+    memory, cpu = _requests(*_sizing(100, 100))
+    deployment = (DEPLOY / "base" / "deployment.yaml").read_text()
+    requests = yaml.safe_load(deployment)["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert requests == {"requests": {"cpu": cpu, "memory": memory}}

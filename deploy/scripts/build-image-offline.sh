@@ -6,7 +6,9 @@
 #   deploy/scripts/build-image-offline.sh [TAG]        (as root; needs buildah and debootstrap)
 #
 # Default TAG: localhost/kubemetrics:<version>. Storage driver vfs and chroot isolation, so it
-# works inside a container or VM without overlayfs or user namespaces.
+# works inside a container or VM without overlayfs or user namespaces. Behind a TLS-intercepting
+# proxy, set BUILD_CA_BUNDLE to a CA bundle file that trusts it (e.g. the host's
+# /etc/ssl/certs/ca-certificates.crt); it is mounted into the build steps, not into the image.
 set -eu
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -42,5 +44,10 @@ SOURCES
     buildah commit --rm "$ctr" "$base"
 fi
 
-buildah bud --layers=false --build-arg PYTHON_IMAGE="$base" -t "$tag" -f "$root/Containerfile" "$root"
+set -- --build-arg PYTHON_IMAGE="$base"
+if [ -n "${BUILD_CA_BUNDLE:-}" ]; then
+    set -- "$@" --volume "$BUILD_CA_BUNDLE:/run/build-ca-bundle.pem:ro" \
+        --build-arg BUILD_CA_BUNDLE=/run/build-ca-bundle.pem
+fi
+buildah bud --layers=false "$@" -t "$tag" -f "$root/Containerfile" "$root"
 echo "built $tag"
