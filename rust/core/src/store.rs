@@ -492,7 +492,9 @@ impl Store {
             pods.timestamp_ms.push(r.ts_ms);
             pods.window_ms.push(r.window_ms);
             let k = r.containers.clone();
-            containers.name.extend(names[k.clone()].iter().map(|n| Arc::clone(n)));
+            containers
+                .name
+                .extend(names[k.clone()].iter().map(|n| Arc::clone(n)));
             containers.cpu_nanocores.extend_from_slice(&cpu[k.clone()]);
             containers.memory_bytes.extend_from_slice(&mem[k]);
             // Container counts fit u32 by a wide margin (a cluster has < 1M).
