@@ -1,0 +1,506 @@
+"""Wiring only: a validated `Config` → a running server.
+
+    credentials ─▶ ApiClient ─▶ Discovery (node + pod reflectors) ─▶ Inventory, node table
+    node table ─▶ Scraper ─▶ Store.ingest            (one tick at start, then every resolution)
+    after each tick: Store.snapshot(now) ─▶ the API  (once per scrape cycle)
+    SelfMetrics observes the scraper; health checks read discovery, the snapshot and the loop.
+
+The HTTPS listener comes up first (so probes get answers while the caches fill); the scrape
+loop starts once the node list is synced, so its first tick already sees every node. On SIGTERM
+or SIGINT `/readyz` fails first (`shutdown`), then the scraper, the reflectors, the HTTP
+sessions and the listener stop, in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime
+import ipaddress
+import logging
+import os
+import signal
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import uvloop
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from kubemetrics import _native
+from kubemetrics.api.routes import ApiDependencies, build_app
+from kubemetrics.config import Config, ServingConfig
+from kubemetrics.health import HealthChecks, ShutdownCheck, close_checks, standard_checks
+from kubemetrics.kube.client import ApiClient, ConfigError, load_credentials
+from kubemetrics.kube.discovery import Discovery, DiscoverySettings
+from kubemetrics.logs import kv
+from kubemetrics.scraper import Scraper, ScrapeSettings, kubelet_settings
+from kubemetrics.selfmetrics import SelfMetrics
+
+log = logging.getLogger("kubemetrics.app")
+
+# Self-signed serving pair, as the generic apiserver makes it (client-go's cert util):
+# a throwaway CA plus a leaf for localhost / 127.0.0.1, valid for a year.
+SELF_SIGNED_HOST = "localhost"
+SELF_SIGNED_IPS: tuple[str, ...] = ("127.0.0.1",)
+SELF_SIGNED_DAYS = 365
+# How long in-flight requests may take to finish once the listener stops accepting.
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says why (one line, no traceback needed)."""
+
+
+# --- TLS ---------------------------------------------------------------------------------------
+
+
+def _pem_cert(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def generate_self_signed(
+    host: str = SELF_SIGNED_HOST,
+    ips: tuple[str, ...] = SELF_SIGNED_IPS,
+    dns: tuple[str, ...] = (),
+    now: datetime.datetime | None = None,
+) -> tuple[bytes, bytes]:
+    """(certificate chain PEM: leaf then CA, private key PEM) for `host`, `ips` and `dns`."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    not_before = now - datetime.timedelta(hours=1)  # tolerate a little clock skew
+    not_after = now + datetime.timedelta(days=SELF_SIGNED_DAYS)
+    stamp = int(now.timestamp())
+
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{host}-ca@{stamp}")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    names: list[x509.GeneralName] = [x509.DNSName(host)]
+    names += [x509.DNSName(d) for d in dns if d != host]
+    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{host}@{stamp}")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    return _pem_cert(leaf) + _pem_cert(ca), key_pem
+
+
+def _write_file(path: str, data: bytes, mode: int) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def ensure_self_signed(serving: ServingConfig) -> tuple[str, str, bool]:
+    """The (cert, key) paths in `--cert-dir`, generating them unless both already exist.
+
+    Returns whether a new pair was written. Blocking (key generation, files): run in a thread.
+    """
+    cert = os.path.join(serving.cert_dir, f"{serving.pair_name}.crt")
+    key = os.path.join(serving.cert_dir, f"{serving.pair_name}.key")
+    if os.path.isfile(cert) and os.path.isfile(key):
+        return cert, key, False
+    extra_ips: tuple[str, ...] = ()
+    bind = ipaddress.ip_address(serving.bind_address)
+    if not bind.is_unspecified and str(bind) not in SELF_SIGNED_IPS:
+        extra_ips = (str(bind),)
+    chain, key_pem = generate_self_signed(ips=SELF_SIGNED_IPS + extra_ips)
+    try:
+        os.makedirs(serving.cert_dir, mode=0o755, exist_ok=True)
+        _write_file(cert, chain, 0o644)
+        _write_file(key, key_pem, 0o600)
+    except OSError as e:
+        raise StartupError(
+            f"cannot write the self-signed serving certificate to --cert-dir "
+            f"{serving.cert_dir}: {e.strerror or e}"
+        ) from e
+    return cert, key, True
+
+
+def server_ssl_context(serving: ServingConfig, cert_file: str, key_file: str) -> ssl.SSLContext:
+    """The listener's TLS: the pair, `--tls-min-version` (default TLS 1.2), the cipher list."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = serving.ssl_min_version or ssl.TLSVersion.TLSv1_2
+    ciphers = serving.openssl_ciphers()
+    try:
+        if ciphers is not None:
+            ctx.set_ciphers(ciphers)
+        ctx.load_cert_chain(cert_file, key_file)
+    except (ssl.SSLError, OSError) as e:
+        raise StartupError(f"cannot load the serving certificate {cert_file}: {e}") from e
+    # aiohttp's server speaks HTTP/1.1 only; say so, so HTTP/2 clients fall back cleanly.
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def _ca_bundle_hint(cert_file: str) -> str:
+    with open(cert_file, "rb") as f:
+        chain = f.read()
+    certs = x509.load_pem_x509_certificates(chain)
+    ca = _pem_cert(certs[-1])
+    return base64.b64encode(ca).decode()
+
+
+# --- the scrape cycle ---------------------------------------------------------------------------
+
+
+class SnapshotKeeper:
+    """Holds the snapshot the API serves; replaced after every scrape tick.
+
+    `Store.snapshot` releases the GIL, so it runs in a worker thread and the loop keeps serving
+    meanwhile. Refreshes never overlap: one requested during another runs right after it.
+    """
+
+    def __init__(
+        self, store: _native.Store, metrics: SelfMetrics, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._clock = clock
+        self._snapshot = store.snapshot(int(clock() * 1000))
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+        self.refreshes = 0
+
+    def current(self) -> _native.Snapshot:
+        return self._snapshot
+
+    def request_refresh(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="snapshot")
+
+    async def _run(self) -> None:
+        while True:
+            self._again = False
+            try:
+                await self.refresh()
+            except Exception:  # a bug here must not stop later cycles
+                log.exception("Taking the metrics snapshot failed")
+            if not self._again:
+                return
+
+    async def refresh(self) -> None:
+        now_ms = int(self._clock() * 1000)
+        snap = await asyncio.to_thread(self._store.snapshot, now_ms)
+        self._snapshot = snap
+        nodes, containers = self._store.points()
+        self._metrics.set_storage_points(nodes, containers)
+        self.refreshes += 1
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+class CycleObserver:
+    """The scraper's observer: self-metrics, then a new snapshot after each tick."""
+
+    def __init__(self, metrics: SelfMetrics, keeper: SnapshotKeeper) -> None:
+        self._metrics = metrics
+        self._keeper = keeper
+
+    def on_request(self, node: str, seconds: float, success: bool, started_at: float) -> None:
+        self._metrics.on_request(node, seconds, success, started_at)
+
+    def on_tick(self, seconds: float) -> None:
+        self._metrics.on_tick(seconds)
+        self._keeper.request_refresh()
+
+    def on_node_removed(self, node: str) -> None:
+        self._metrics.on_node_removed(node)
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Parts:
+    client: ApiClient
+    discovery: Discovery
+    scraper: Scraper
+    keeper: SnapshotKeeper
+    health: HealthChecks
+    runner: web.AppRunner
+
+
+class Server:
+    """All the pieces, started and stopped in order. `start()` then `wait()`, then `stop()`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.shutdown = ShutdownCheck()
+        self.address: tuple[str, int] | None = None  # the bound (host, port)
+        self._parts: _Parts | None = None
+        self._client: ApiClient | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        c = self.config
+        try:
+            creds = await load_credentials(c.kubeconfig)
+        except ConfigError as e:
+            raise StartupError(f"cannot load API-server credentials: {e}") from e
+        log.info("Using API server", extra=kv(server=creds.server, source=creds.source))
+        try:
+            kubelet = kubelet_settings(
+                creds,
+                certificate_authority=c.kubelet.certificate_authority,
+                certificate_authority_pem=c.kubelet.certificate_authority_text,
+                insecure_tls=c.kubelet.insecure_tls,
+                client_certificate=c.kubelet.client_certificate,
+                client_key=c.kubelet.client_key,
+                completely_insecure=c.kubelet.completely_insecure,
+                request_timeout=c.kubelet.request_timeout,
+            )
+            kubelet.ssl_context()  # fail now on an unreadable CA or client pair
+        except ConfigError as e:
+            raise StartupError(f"kubelet client: {e}") from e
+
+        client = self._client = ApiClient(creds)
+        store = _native.Store(c.metric_resolution)
+        inventory = _native.Inventory()
+        discovery = Discovery(
+            client,
+            inventory,
+            store,
+            DiscoverySettings(
+                address_types=c.kubelet.preferred_address_types,
+                kubelet_port=c.kubelet.port,
+                use_node_status_port=c.kubelet.use_node_status_port,
+                node_selector=c.kubelet.node_selector,
+            ),
+        )
+        metrics = SelfMetrics(c.metric_resolution)
+        keeper = SnapshotKeeper(store, metrics)
+        scraper = Scraper(
+            discovery.targets,
+            store,
+            kubelet,
+            ScrapeSettings(resolution=c.metric_resolution),
+            CycleObserver(metrics, keeper),
+        )
+        health = standard_checks(
+            informers_synced=lambda: discovery.has_synced,
+            storage_ready=lambda: keeper.current().ready,
+            last_tick_start=lambda: scraper.last_tick_started,
+            resolution_seconds=c.metric_resolution,
+            shutdown=self.shutdown,
+        )
+        app = build_app(
+            ApiDependencies(
+                snapshot=keeper.current, inventory=inventory, health=health, metrics=metrics
+            )
+        )
+        runner = self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
+        )
+        ctx = await self._tls()
+        await runner.setup()
+        s = c.serving
+        site = web.TCPSite(
+            runner,
+            s.bind_address,
+            s.secure_port,
+            ssl_context=ctx,
+            backlog=1024,
+            reuse_address=True if s.permit_address_sharing else None,
+            reuse_port=True if s.permit_port_sharing else None,
+        )
+        try:
+            await site.start()
+        except OSError as e:
+            raise StartupError(
+                f"cannot listen on {_hostport(s.bind_address, s.secure_port)}: {e.strerror or e}"
+            ) from e
+        self.address = _bound_address(runner, s)
+        log.info("Serving securely", extra=kv(address=_hostport(self.address[0], self.address[1])))
+        self._parts = _Parts(client, discovery, scraper, keeper, health, runner)
+        self._tasks.append(asyncio.create_task(discovery.run(), name="discovery"))
+        self._tasks.append(asyncio.create_task(self._scrape_when_synced(), name="scraper"))
+
+    async def _tls(self) -> ssl.SSLContext:
+        s = self.config.serving
+        if s.tls_cert_file is not None and s.tls_private_key_file is not None:
+            return server_ssl_context(s, s.tls_cert_file, s.tls_private_key_file)
+        cert, key, created = await asyncio.to_thread(ensure_self_signed, s)
+        ctx = server_ssl_context(s, cert, key)
+        try:
+            bundle = await asyncio.to_thread(_ca_bundle_hint, cert)
+        except (OSError, ValueError):
+            bundle = ""
+        log.info(
+            "Generated a self-signed serving certificate"
+            if created
+            else "Using the self-signed serving certificate found in --cert-dir",
+            extra=kv(cert=cert, key=key),
+        )
+        if bundle:
+            # The standard APIService skips verification; to verify, give it this CA.
+            log.info(
+                "To let kube-apiserver verify this server, set the APIService's "
+                "spec.caBundle (and insecureSkipTLSVerify: false) to the CA below; the "
+                "certificate names only localhost/127.0.0.1, so prefer --tls-cert-file with a "
+                "certificate for <service>.<namespace>.svc in a cluster",
+                extra=kv(caBundle=bundle),
+            )
+        if s.sni_cert_keys:
+            log.warning("--tls-sni-cert-key is not supported yet; serving the default pair only")
+        return ctx
+
+    async def _scrape_when_synced(self) -> None:
+        assert self._parts is not None
+        d = self._parts.discovery
+        # Wait for the node list so the first tick already scrapes every node.
+        await d.node_reflector.wait_synced()
+        log.info(
+            "Starting the scrape loop",
+            extra=kv(nodes=len(d.targets), resolution=f"{self.config.metric_resolution:g}s"),
+        )
+        await self._parts.scraper.run()
+
+    async def wait(self, stop: asyncio.Event) -> int:
+        """Until `stop` is set (0) or a background task dies (1)."""
+        stopper = asyncio.create_task(stop.wait(), name="stop")
+        try:
+            done, _ = await asyncio.wait(
+                [stopper, *self._tasks], return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopper.cancel()
+        for task in done:
+            if task is stopper:
+                continue
+            exc = task.exception() if not task.cancelled() else None
+            log.error(
+                "Background task %s stopped unexpectedly",
+                task.get_name(),
+                exc_info=exc,
+            )
+            return 1
+        return 0
+
+    async def stop(self) -> None:
+        """readyz fails first, then scraper, reflectors, sessions, listener."""
+        self.shutdown.begin()
+        log.info("Shutting down")
+        for task in reversed(self._tasks):  # scraper first, then discovery
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._parts is not None:
+            await self._parts.scraper.close()
+            await self._parts.keeper.close()
+        if self._client is not None:
+            await self._client.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._parts is not None:
+            await close_checks(self._parts.health)
+        log.info("Stopped")
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _bound_address(runner: web.AppRunner, s: ServingConfig) -> tuple[str, int]:
+    for name in runner.addresses:
+        return str(name[0]), int(name[1])
+    return s.bind_address, s.secure_port
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or `stop`); the process exit code."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = Server(config)
+    try:
+        try:
+            await server.start()
+        except StartupError as e:
+            log.error("%s", e)
+            return 1
+        return await server.wait(stop)
+    finally:
+        await server.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def run(config: Config) -> int:
+    """The `kubemetrics` command after flag parsing: serve on uvloop until stopped."""
+    return uvloop.run(serve(config))
