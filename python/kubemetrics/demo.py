@@ -1,0 +1,569 @@
+"""`kubemetrics demo`: a simulated cluster with kubemetrics behind its aggregator, in one command.
+
+1. start the simulator (`python -m kubemetrics_sim`, ~100 nodes) with a temporary state dir;
+2. start the server (`python -m kubemetrics`) with the simulator's metrics-server kubeconfig,
+   an OS-picked port and a self-signed certificate in the temp dir;
+3. point the simulator's aggregator (its APIService) at the server, trusting that certificate;
+4. wait, with a progress line, until the server is ready and serves every node;
+5. print `kubectl top nodes` and the first rows of `kubectl top pods -A` (the real kubectl,
+   through the simulated kube-apiserver), and the `KUBECONFIG=… kubectl top …` line to explore;
+6. on Ctrl-C (or SIGTERM) stop the server, then the simulator, and remove the temp dir.
+
+Resolution: 15 s, the standard manifests' value, against kubelets that refresh every 10–15 s as
+real ones do; the first values appear after two scrapes that saw different kubelet samples,
+so in about 15–30 s. `--resolution` and `--kubelet-refresh-ms` make it faster (tests use that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import ssl
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+import orjson
+import uvloop
+
+SIM_READY = "kubemetrics-sim ready"
+SERVING = re.compile(r'Serving securely.*?"?address"?[=:]"([^"]+)"')
+STOP_TIMEOUT = 15.0
+PROG = "kubemetrics demo"
+
+
+class DemoError(Exception):
+    """Something went wrong; the message (and a log tail) is shown to the user."""
+
+
+@dataclass(frozen=True)
+class Options:
+    nodes: int
+    pods_per_node: int
+    resolution: str
+    refresh_ms: tuple[int, int]
+    churn_interval: float
+    timeout: float
+    once: bool
+    keep: bool
+    rows: int
+    state_dir: str | None
+
+
+def parse_args(argv: Sequence[str]) -> Options:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run a simulated cluster (control plane, aggregator, kubelets on loopback) "
+        "with kubemetrics serving metrics.k8s.io behind it, then show kubectl top.",
+    )
+    p.add_argument("--nodes", type=int, default=100, help="simulated nodes (default 100)")
+    p.add_argument("--pods-per-node", type=int, default=10, help="pods per node (default 10)")
+    p.add_argument(
+        "--resolution",
+        default="15s",
+        help="the server's --metric-resolution (default 15s, as the standard manifests)",
+    )
+    p.add_argument(
+        "--kubelet-refresh-ms",
+        default="10000,15000",
+        help="simulated kubelets refresh their samples every MIN,MAX ms (default 10000,15000)",
+    )
+    p.add_argument(
+        "--churn-interval",
+        type=float,
+        default=10.0,
+        help="seconds between random pod replacements / container restarts (0: off; default 10)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=120.0, help="give up waiting for data after this long"
+    )
+    p.add_argument("--once", action="store_true", help="print the tables and exit (no waiting)")
+    p.add_argument("--keep", action="store_true", help="keep the state directory at exit")
+    p.add_argument("--rows", type=int, default=15, help="table rows to print (default 15)")
+    p.add_argument(
+        "--state-dir", default=None, help="use this directory instead of a temporary one"
+    )
+    a = p.parse_args(list(argv))
+    if a.nodes < 1:
+        p.error("--nodes must be at least 1")
+    if a.pods_per_node < 1:
+        p.error("--pods-per-node must be at least 1")
+    try:
+        lo, hi = (int(x) for x in a.kubelet_refresh_ms.split(","))
+    except ValueError:
+        p.error("--kubelet-refresh-ms must be MIN,MAX in milliseconds")
+    if not 1 <= lo <= hi:
+        p.error("--kubelet-refresh-ms needs 1 <= MIN <= MAX")
+    return Options(
+        nodes=a.nodes,
+        pods_per_node=a.pods_per_node,
+        resolution=a.resolution,
+        refresh_ms=(lo, hi),
+        churn_interval=a.churn_interval,
+        timeout=a.timeout,
+        once=a.once,
+        keep=a.keep,
+        rows=max(a.rows, 1),
+        state_dir=a.state_dir,
+    )
+
+
+# --- terminal -------------------------------------------------------------------------------
+
+
+class Progress:
+    """One status line: a spinner with elapsed time on a terminal, plain lines otherwise."""
+
+    FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.t0 = time.monotonic()
+        self.text = ""
+        self.frame = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def stage(self, text: str) -> None:
+        self.text = text
+        if self.tty:
+            self._draw()
+        else:
+            print(f"[{time.monotonic() - self.t0:5.1f}s] {text}", file=self.out, flush=True)
+
+    def _draw(self) -> None:
+        elapsed = time.monotonic() - self.t0
+        spin = self.FRAMES[self.frame % len(self.FRAMES)]
+        self.out.write(f"\r\x1b[K{spin} {self.text} ({elapsed:.0f}s)")
+        self.out.flush()
+
+    async def _spin(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            self.frame += 1
+            self._draw()
+
+    def start(self) -> None:
+        if self.tty:
+            self._task = asyncio.get_running_loop().create_task(self._spin())
+
+    async def done(self, text: str | None = None) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.tty:
+            self.out.write("\r\x1b[K")
+        if text:
+            print(f"✔ {text} ({time.monotonic() - self.t0:.1f}s)", file=self.out, flush=True)
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+class Child:
+    """A subprocess whose stdout/stderr go to files in the state dir."""
+
+    def __init__(self, name: str, args: list[str], log_dir: Path) -> None:
+        self.name = name
+        self.args = args
+        self.stdout_path = log_dir / f"{name}.stdout"
+        self.stderr_path = log_dir / f"{name}.log"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        out = await asyncio.to_thread(open, self.stdout_path, "wb")
+        err = await asyncio.to_thread(open, self.stderr_path, "wb")
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                # Own process group: the terminal's Ctrl-C reaches only us; we stop children
+                # in order ourselves.
+                start_new_session=True,
+            )
+        finally:
+            out.close()
+            err.close()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def read(self, which: str = "stderr") -> str:
+        path = self.stderr_path if which == "stderr" else self.stdout_path
+        data = await asyncio.to_thread(path.read_bytes)
+        return data.decode(errors="replace")
+
+    async def tail(self, n: int = 15) -> str:
+        try:
+            text = await self.read()
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-n:])
+
+    async def stop(self) -> int | None:
+        p = self.proc
+        if p is None:
+            return None
+        if p.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(p.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
+                await p.wait()
+        return p.returncode
+
+
+async def _wait_for(child: Child, pattern: re.Pattern[str] | str, what: str, limit: float) -> str:
+    """The first match of `pattern` in the child's stdout/stderr (group 1 if any)."""
+    deadline = time.monotonic() + limit
+    rx = re.compile(re.escape(pattern)) if isinstance(pattern, str) else pattern
+    while True:
+        for which in ("stdout", "stderr"):
+            with contextlib.suppress(OSError):
+                m = rx.search(await child.read(which))
+                if m:
+                    return m.group(1) if rx.groups else m.group(0)
+        if not child.running:
+            code = child.proc.returncode if child.proc else None
+            raise DemoError(f"{child.name} exited with {code} {what}:\n{await child.tail()}")
+        if time.monotonic() > deadline:
+            raise DemoError(f"{child.name} not up after {limit:.0f}s {what}:\n{await child.tail()}")
+        await asyncio.sleep(0.1)
+
+
+# --- the demo -------------------------------------------------------------------------------------
+
+
+class Demo:
+    def __init__(self, opts: Options, out: TextIO = sys.stdout) -> None:
+        self.opts = opts
+        self.out = out
+        self.root = Path(opts.state_dir or tempfile.mkdtemp(prefix="kubemetrics-demo-"))
+        self.own_root = opts.state_dir is None
+        self.sim_dir = self.root / "sim"
+        self.cert_dir = self.root / "certs"
+        self.sim: Child | None = None
+        self.server: Child | None = None
+        self.info: dict[str, Any] = {}
+        self.server_url = ""
+        self.progress = Progress(out)
+        self.kubectl = shutil.which("kubectl")
+
+    # -- set-up --
+    async def start(self) -> None:
+        o = self.opts
+        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        self.progress.start()
+        self.progress.stage(f"Starting the simulated cluster ({o.nodes} nodes)")
+        self.sim = Child(
+            "simulator",
+            [
+                sys.executable,
+                "-m",
+                "kubemetrics_sim",
+                "--nodes",
+                str(o.nodes),
+                "--pods-per-node",
+                str(o.pods_per_node),
+                "--state-dir",
+                str(self.sim_dir),
+                "--refresh-min-ms",
+                str(o.refresh_ms[0]),
+                "--refresh-max-ms",
+                str(o.refresh_ms[1]),
+                "--churn-interval",
+                str(o.churn_interval),
+                "--log-level",
+                "warning",
+            ],
+            self.root,
+        )
+        await self.sim.start()
+        await _wait_for(self.sim, SIM_READY, "while starting", 120.0)
+        raw = await asyncio.to_thread((self.sim_dir / "cluster.json").read_bytes)
+        self.info = orjson.loads(raw)
+        files = self.info["files"]
+
+        self.progress.stage("Starting kubemetrics")
+        kubeconfig = files["metrics-server.kubeconfig"]
+        self.server = Child(
+            "kubemetrics",
+            [
+                sys.executable,
+                "-m",
+                "kubemetrics",
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                "--secure-port=0",
+                f"--cert-dir={self.cert_dir}",
+                f"--metric-resolution={o.resolution}",
+                # As the standard manifests; the simulator's kubelets listen on their node
+                # status port, with serving certificates from the cluster CA.
+                "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+                "--kubelet-use-node-status-port",
+                f"--kubelet-certificate-authority={files['ca']}",
+            ],
+            self.root,
+        )
+        await self.server.start()
+        address = await _wait_for(self.server, SERVING, "while starting", 60.0)
+        self.server_url = f"https://{address}"
+
+        self.progress.stage("Registering kubemetrics with the aggregator (APIService)")
+        cert = self.cert_dir / "apiserver.crt"
+        ca_pem = (await asyncio.to_thread(cert.read_bytes)).decode()
+        await self._control("PUT", "aggregator", {"url": self.server_url, "ca_pem": ca_pem})
+
+        self.progress.stage(
+            f"Waiting for the first metrics (two scrapes {o.resolution} apart, kubelets refresh "
+            f"every {o.refresh_ms[0] / 1000:g}-{o.refresh_ms[1] / 1000:g}s)"
+        )
+        await self._wait_ready(ssl.create_default_context(cafile=str(cert)))
+        await self.progress.done(
+            f"kubemetrics is serving {o.nodes} nodes and "
+            f"{o.nodes * o.pods_per_node} pods through the simulated kube-apiserver"
+        )
+
+    def _api_ssl(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.info["files"]["ca"])
+
+    async def _control(self, method: str, path: str, body: Any) -> Any:
+        url = f"{self.info['apiserver']['url']}/_sim/{path}"
+        headers = {"Authorization": f"Bearer {self.info['users']['admin']['token']}"}
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._api_ssl())) as s,
+            s.request(
+                method, url, data=orjson.dumps(body), headers=headers, timeout=_timeout(30)
+            ) as r,
+        ):
+            data = await r.read()
+            if r.status >= 300:
+                raise DemoError(f"simulator control API {method} {path}: {r.status} {data!r}")
+            return orjson.loads(data) if data else None
+
+    async def _wait_ready(self, server_ssl: ssl.SSLContext) -> None:
+        """Server /readyz passes and the aggregated API lists every node and some pods."""
+        deadline = time.monotonic() + self.opts.timeout
+        api = self.info["apiserver"]["url"]
+        token = self.info["users"]["admin"]["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        group = "/apis/metrics.k8s.io/v1beta1"
+        last = "no answer yet"
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as s,
+        ):
+            while time.monotonic() < deadline:
+                assert self.server is not None and self.sim is not None
+                for child in (self.server, self.sim):
+                    if not child.running:
+                        raise DemoError(f"{child.name} exited:\n{await child.tail()}")
+                try:
+                    async with s.get(
+                        f"{self.server_url}/readyz", ssl=server_ssl, timeout=_timeout(5)
+                    ) as r:
+                        ready = r.status == 200
+                    if ready:
+                        nodes = await _get_json(s, f"{api}{group}/nodes", auth, self._api_ssl())
+                        pods = await _get_json(s, f"{api}{group}/pods", auth, self._api_ssl())
+                        n, p = len(nodes.get("items", [])), len(pods.get("items", []))
+                        last = f"{n} nodes and {p} pods served"
+                        self.progress.text = (
+                            f"Waiting for metrics of every node: {n}/{self.opts.nodes}"
+                        )
+                        if n >= self.opts.nodes and p > 0:
+                            return
+                    else:
+                        last = "server not ready yet"
+                except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+                    last = f"{type(e).__name__}: {e}"
+                await asyncio.sleep(1.0)
+        raise DemoError(
+            f"no complete metrics after {self.opts.timeout:.0f}s ({last}); server log:\n"
+            f"{await self.server.tail() if self.server else ''}"
+        )
+
+    # -- show --
+    def _kubectl_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KUBECONFIG"] = self.info["files"]["admin.kubeconfig"]
+        return env
+
+    async def kubectl_out(self, *args: str) -> str:
+        assert self.kubectl is not None
+        proc = await asyncio.create_subprocess_exec(
+            self.kubectl,
+            f"--cache-dir={self.root / 'kubectl-cache'}",
+            *args,
+            env=self._kubectl_env(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60.0)
+        if proc.returncode != 0:
+            raise DemoError(f"kubectl {' '.join(args)} failed: {err.decode(errors='replace')}")
+        return out.decode(errors="replace")
+
+    def _print_table(self, title: str, text: str) -> None:
+        lines = text.rstrip("\n").splitlines()
+        rows = self.opts.rows
+        print(f"\n$ {title}", file=self.out)
+        for line in lines[: rows + 1]:
+            print(line.rstrip(), file=self.out)
+        if len(lines) > rows + 1:
+            print(f"... and {len(lines) - rows - 1} more", file=self.out)
+
+    async def show(self) -> None:
+        if self.kubectl is None:
+            print(
+                "\nkubectl is not installed, so here is the metrics API's answer instead:",
+                file=self.out,
+            )
+            await self._show_without_kubectl()
+        else:
+            self._print_table("kubectl top nodes", await self.kubectl_out("top", "nodes"))
+            self._print_table("kubectl top pods -A", await self.kubectl_out("top", "pods", "-A"))
+        if self.opts.once:
+            return
+        kubeconfig = self.info["files"]["admin.kubeconfig"]
+        print(
+            "\nExplore the cluster (kubemetrics answers metrics.k8s.io behind its aggregator):\n"
+            f"  KUBECONFIG={kubeconfig} kubectl top pods -A --sort-by=cpu\n"
+            f"  KUBECONFIG={kubeconfig} kubectl top nodes -l topology.kubernetes.io/zone=zone-a\n"
+            f"  KUBECONFIG={kubeconfig} kubectl get --raw /apis/metrics.k8s.io/v1/nodes\n"
+            f"kubemetrics itself: {self.server_url}/metrics  "
+            f"(logs: {self.root / 'kubemetrics.log'})",
+            file=self.out,
+            flush=True,
+        )
+
+    async def _show_without_kubectl(self) -> None:
+        api = self.info["apiserver"]["url"]
+        auth = {"Authorization": f"Bearer {self.info['users']['admin']['token']}"}
+        async with aiohttp.ClientSession() as s:
+            for res in ("nodes", "pods"):
+                data = await _get_json(
+                    s, f"{api}/apis/metrics.k8s.io/v1beta1/{res}", auth, self._api_ssl()
+                )
+                lines = [f"{'NAME':<48} {'CPU':>14} {'MEMORY':>14}"]
+                for item in data.get("items", []):
+                    meta = item["metadata"]
+                    name = meta["name"] if res == "nodes" else f"{meta['namespace']}/{meta['name']}"
+                    if res == "nodes":
+                        usages = [item["usage"]]
+                    else:
+                        usages = [c["usage"] for c in item["containers"]]
+                    cpu = "+".join(u["cpu"] for u in usages)
+                    mem = "+".join(u["memory"] for u in usages)
+                    lines.append(f"{name:<48} {cpu:>14} {mem:>14}")
+                self._print_table(f"GET /apis/metrics.k8s.io/v1beta1/{res}", "\n".join(lines))
+
+    # -- tear-down --
+    async def stop(self) -> None:
+        await self.progress.done()
+        # The server first (it reads the simulator), then the simulator.
+        for child in (self.server, self.sim):
+            if child is not None:
+                await child.stop()
+        if self.own_root and not self.opts.keep:
+            await asyncio.to_thread(shutil.rmtree, self.root, True)
+        elif self.opts.keep:
+            print(f"State kept in {self.root}", file=self.out)
+
+    async def wait_for_exit(self, stop: asyncio.Event) -> int:
+        """Until Ctrl-C/SIGTERM (0) or a child dies (1)."""
+        assert self.server is not None and self.sim is not None and self.server.proc
+        assert self.sim.proc
+        waiters = {
+            asyncio.create_task(stop.wait()): None,
+            asyncio.create_task(self.server.proc.wait()): self.server,
+            asyncio.create_task(self.sim.proc.wait()): self.sim,
+        }
+        done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+        for t in done:
+            child = waiters[t]
+            if child is not None:
+                print(
+                    f"\n{child.name} exited unexpectedly:\n{await child.tail()}",
+                    file=sys.stderr,
+                )
+                return 1
+        return 0
+
+
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds)
+
+
+async def _get_json(
+    s: aiohttp.ClientSession, url: str, headers: dict[str, str], ctx: ssl.SSLContext
+) -> dict[str, Any]:
+    async with s.get(url, headers=headers, ssl=ctx, timeout=_timeout(30)) as r:
+        data = await r.read()
+        if r.status != 200:
+            raise ValueError(f"GET {url}: {r.status}")
+    obj = orjson.loads(data)
+    if not isinstance(obj, dict):
+        raise ValueError(f"GET {url}: not an object")
+    return obj
+
+
+async def run(opts: Options, out: TextIO = sys.stdout) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    demo = Demo(opts, out)
+    code = 0
+    try:
+        work = asyncio.create_task(demo.start())
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stopper in done:
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, DemoError):
+                await work
+            print("\nInterrupted; stopping.", file=out)
+            return 130
+        stopper.cancel()
+        work.result()
+        await demo.show()
+        if not opts.once:
+            print("\nPress Ctrl-C to stop the demo.", file=out, flush=True)
+            code = await demo.wait_for_exit(stop)
+            print("\nStopping kubemetrics and the simulator...", file=out, flush=True)
+    except DemoError as e:
+        await demo.progress.done()
+        print(f"\n{PROG}: {e}", file=sys.stderr)
+        code = 1
+    finally:
+        await demo.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_args(sys.argv[1:] if argv is None else argv)
+    return uvloop.run(run(opts))
