@@ -1,7 +1,9 @@
 """Type stub for the Rust extension (rust/py): the whole native surface."""
 
+from collections.abc import Sequence
 from typing import Any, Final, final
 
+import numpy as np
 import numpy.typing as npt
 
 __version__: str
@@ -81,3 +83,83 @@ class Snapshot:
         """At least one node and one pod servable."""
     def node_index(self, name: str) -> int | None: ...
     def pod_index(self, namespace: str, name: str) -> int | None: ...
+
+# ---- inventory, selectors, encoders (rust/py/src/inventory.rs, encode.rs) -----
+
+class Inventory:
+    """Names and labels of the selected nodes and Running pods (what discovery knows).
+
+    Labels are pre-encoded when set; the encoders splice them into responses."""
+
+    def __init__(self) -> None: ...
+    def set_node(self, name: str, labels: dict[str, str] | None = None) -> None: ...
+    def delete_node(self, name: str) -> None: ...
+    def set_pod(self, namespace: str, name: str, labels: dict[str, str] | None = None) -> None: ...
+    def delete_pod(self, namespace: str, name: str) -> None: ...
+    def has_node(self, name: str) -> bool: ...
+    def has_pod(self, namespace: str, name: str) -> bool: ...
+    def node_labels(self, name: str) -> dict[str, str] | None: ...
+    def pod_labels(self, namespace: str, name: str) -> dict[str, str] | None: ...
+    def clear(self) -> None: ...
+    def clear_nodes(self) -> None: ...
+    def clear_pods(self) -> None: ...
+    def node_count(self) -> int: ...
+    def pod_count(self) -> int: ...
+
+class SelectorError(ValueError):
+    """Malformed label/field selector or unsupported field; the message suits a 400 Status."""
+
+def select_nodes(
+    snapshot: Snapshot,
+    inventory: Inventory,
+    label_selector: str = "",
+    field_selector: str = "",
+) -> npt.NDArray[np.int64]:
+    """Indices into `snapshot.nodes` of nodes in both inventory and snapshot matching the
+    selectors (fields: metadata.name, metadata.namespace), sorted by name. GIL released."""
+
+def select_pods(
+    snapshot: Snapshot,
+    inventory: Inventory,
+    namespace: str | None = None,
+    label_selector: str = "",
+    field_selector: str = "",
+) -> npt.NDArray[np.int64]:
+    """Indices into `snapshot.pods` of pods in both inventory and snapshot, in `namespace`
+    (all if None), matching the selectors (fields: metadata.name, metadata.namespace,
+    spec.nodeName), sorted by (namespace, name). GIL released."""
+
+def encode_nodes(
+    snapshot: Snapshot,
+    inventory: Inventory,
+    indices: npt.NDArray[np.int64] | Sequence[int],
+    *,
+    api_version: str,
+    fmt: str,
+    single: bool,
+    now_s: float,
+) -> bytes:
+    """NodeMetricsList (NodeMetrics if `single`) in `fmt` "json" | "protobuf" | "table" for
+    `api_version` "v1beta1" | "v1"; creationTimestamp = floor(now_s). GIL released.
+    ValueError on bad arguments or out-of-range indices."""
+
+def encode_pods(
+    snapshot: Snapshot,
+    inventory: Inventory,
+    indices: npt.NDArray[np.int64] | Sequence[int],
+    *,
+    api_version: str,
+    fmt: str,
+    single: bool,
+    now_s: float,
+) -> bytes:
+    """PodMetricsList (PodMetrics if `single`); see `encode_nodes`."""
+
+def format_cpu(nanocores: int) -> str:
+    """Canonical DecimalSI quantity of a CPU rate in nanocores: `123456789n`, `20u`, `500m`, `1`."""
+
+def format_memory(bytes: int) -> str:
+    """Canonical BinarySI quantity of a byte count: `12240Ki`, `3Mi`, `1234567`, `1k`, `512`."""
+
+def format_duration(ms: int) -> str:
+    """Go `time.Duration` string of milliseconds: `15.012s`, `1m0.5s`, `10s`, `1.5ms`."""

@@ -2,6 +2,8 @@
 
 use pyo3::prelude::*;
 
+mod encode;
+mod inventory;
 mod parse;
 mod store;
 
@@ -10,5 +12,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     parse::register(m)?;
     store::register(m)?;
+    inventory::register(m)?;
+    encode::register(m)?;
     Ok(())
 }
