@@ -1,0 +1,463 @@
+"""The HTTP surface: metrics.k8s.io (v1beta1, v1), discovery, OpenAPI, `/version`, health probes
+and `/metrics`, as one aiohttp application.
+
+Build it with `build_app(ApiDependencies(...))`. Handlers never touch per-pod data in Python:
+selection and encoding are single native calls over the current `Snapshot` (replaced once per
+scrape cycle), and the freshness histogram takes one vectorised update per response.
+
+Every request passes, in order: the error middleware (turns failures into kube-apiserver-shaped
+`Status` bodies), authentication, authorization (`api.hooks`; allow-all by default), then the
+route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from kubemetrics import _native
+from kubemetrics.api import discovery, openapi
+from kubemetrics.api.hooks import (
+    AllowAll,
+    AllowAnonymous,
+    AuthenticationError,
+    Authenticator,
+    Authorizer,
+    RequestAttributes,
+    UserInfo,
+    forbidden_message,
+)
+from kubemetrics.api.negotiation import (
+    SUPPORTED_MEDIA_TYPES,
+    Format,
+    Negotiated,
+    negotiate,
+)
+from kubemetrics.api.status import (
+    METRICS_GROUP,
+    ApiError,
+    Status,
+    bad_request,
+    forbidden,
+    internal_error,
+    method_not_allowed,
+    method_not_supported,
+    not_acceptable,
+    not_found,
+    path_not_found,
+    unauthorized,
+)
+from kubemetrics.health import HealthChecks, health_routes
+from kubemetrics.selfmetrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from kubemetrics.selfmetrics import SelfMetrics
+
+log = logging.getLogger("kubemetrics.api")
+
+JSON = "application/json"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SnapshotSource = Callable[[], _native.Snapshot]
+Clock = Callable[[], float]
+T = TypeVar("T")
+
+_VERSION_PATTERN = "|".join(discovery.VERSIONS)
+
+# Selection and encoding release the GIL; past this many items (a full list on a big cluster
+# takes tens to hundreds of milliseconds) they run on a worker thread so the event loop keeps
+# answering probes and small queries meanwhile. Below it the thread hop costs more than it saves.
+OFFLOAD_ITEMS = 4096
+_TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})  # Go's strconv.ParseBool
+
+
+@dataclass(frozen=True)
+class ApiDependencies:
+    """What the HTTP layer needs; the app wires the real objects in.
+
+    - `snapshot`: returns the current `Snapshot` (the app replaces it once per scrape cycle;
+      before the first cycle, an empty store's snapshot).
+    - `inventory`: the `Inventory` discovery maintains (Running pods, selected nodes, labels).
+    - `health`: the checks behind `/livez`, `/readyz`, `/healthz`.
+    - `metrics`: `SelfMetrics`, rendered at `/metrics` and fed the API freshness histogram.
+    - `clock`: wall-clock seconds (`creationTimestamp`, freshness).
+    - `authenticator`/`authorizer`: the security slot (issue 5); defaults allow everything.
+    """
+
+    snapshot: SnapshotSource
+    inventory: _native.Inventory
+    health: HealthChecks
+    metrics: SelfMetrics
+    clock: Clock = time.time
+    authenticator: Authenticator = field(default_factory=AllowAnonymous)
+    authorizer: Authorizer = field(default_factory=AllowAll)
+    server_version: str = _native.__version__
+    git_commit: str = ""
+    build_date: str = ""
+
+
+def status_response(status: Status) -> web.Response:
+    # kube-apiserver would encode Status as protobuf for a protobuf-only client; every client
+    # of this API (client-go, kubectl, the HPA) decodes by the response Content-Type, so JSON
+    # is always understood and keeps error bodies readable.
+    return web.Response(body=status.to_json(), status=status.code, content_type=JSON)
+
+
+def _request_attributes(request: web.Request, user: UserInfo) -> RequestAttributes:
+    """kube-apiserver's RequestInfoFactory, for the paths this server can serve."""
+    path = request.path
+    method = request.method.upper()
+    parts = [p for p in path.strip("/").split("/") if p] if path != "/" else []
+    if len(parts) >= 4 and parts[0] == "apis":
+        group, version, rest = parts[1], parts[2], parts[3:]
+        namespace = ""
+        if rest[0] == "namespaces" and len(rest) > 1:
+            namespace = rest[1]
+            if len(rest) > 2:
+                rest = rest[2:]
+        resource = rest[0]
+        name = rest[1] if len(rest) > 1 else ""
+        subresource = rest[2] if len(rest) > 2 else ""
+        verb = {
+            "GET": "get",
+            "HEAD": "get",
+            "POST": "create",
+            "PUT": "update",
+            "PATCH": "patch",
+            "DELETE": "delete",
+        }.get(method, method.lower())
+        if not name and verb == "get":
+            verb = "watch" if request.query.get("watch", "") in _TRUE else "list"
+        elif not name and verb == "delete":
+            verb = "deletecollection"
+        return RequestAttributes(
+            user=user,
+            verb=verb,
+            path=path,
+            resource_request=True,
+            api_group=group,
+            api_version=version,
+            resource=resource,
+            subresource=subresource,
+            namespace=namespace,
+            name=name,
+        )
+    return RequestAttributes(user=user, verb=method.lower(), path=path, resource_request=False)
+
+
+def _errors_middleware() -> Middleware:
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as e:
+            return status_response(e.status)
+        except web.HTTPNotFound:
+            return status_response(path_not_found())
+        except web.HTTPMethodNotAllowed:
+            return status_response(method_not_allowed())
+        except web.HTTPException:
+            raise
+        except Exception as e:
+            log.exception("internal error serving %s %s", request.method, request.path)
+            return status_response(internal_error(f"{type(e).__name__}: {e}"))
+
+    return errors
+
+
+def _auth_middleware(authenticator: Authenticator, authorizer: Authorizer) -> Middleware:
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            user = await authenticator.authenticate(request)
+        except AuthenticationError as e:
+            log.info("authentication failed for %s %s: %s", request.method, request.path, e)
+            raise ApiError(unauthorized()) from None
+        attrs = _request_attributes(request, user)
+        decision = await authorizer.authorize(attrs)
+        if not decision.allowed:
+            msg = forbidden_message(attrs)
+            if decision.reason:
+                msg = f"{msg}: {decision.reason}"
+            raise ApiError(forbidden(attrs.api_group, attrs.resource, attrs.name, msg))
+        return await handler(request)
+
+    return auth
+
+
+async def _call(offload: bool, fn: Callable[..., T], *args: object) -> T:
+    if offload:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
+
+
+class _FreshnessColumns:
+    """The timestamp columns of the current snapshot, fetched once per snapshot."""
+
+    def __init__(self) -> None:
+        self._snapshot: _native.Snapshot | None = None
+        self._nodes: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self._pods: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+
+    def columns(
+        self, snap: _native.Snapshot
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        if snap is not self._snapshot:
+            self._nodes = np.asarray(snap.nodes["timestamp_ms"], dtype=np.int64)
+            self._pods = np.asarray(snap.pods["timestamp_ms"], dtype=np.int64)
+            self._snapshot = snap
+        return self._nodes, self._pods
+
+
+class _MetricsApi:
+    """Handlers of the metrics.k8s.io resources."""
+
+    def __init__(self, deps: ApiDependencies) -> None:
+        self._deps = deps
+        self._fresh = _FreshnessColumns()
+
+    @staticmethod
+    def _negotiate(request: web.Request) -> Negotiated:
+        chosen = negotiate(request.headers.get("Accept"))
+        if chosen is None:
+            raise ApiError(not_acceptable(SUPPORTED_MEDIA_TYPES))
+        return chosen
+
+    @staticmethod
+    def _selectors(request: web.Request, resource: str) -> tuple[str, str]:
+        if request.query.get("watch", "") in _TRUE:
+            raise ApiError(method_not_supported(METRICS_GROUP, resource, "watch"))
+        return request.query.get("labelSelector", ""), request.query.get("fieldSelector", "")
+
+    @staticmethod
+    def _respond(body: bytes, chosen: Negotiated) -> web.Response:
+        if chosen.format is Format.TABLE and chosen.table_version != "v1":
+            # The Table schema is identical in meta.k8s.io/v1beta1; only apiVersion differs
+            # (row objects included), so rename every meta.k8s.io/v1 apiVersion. The exact
+            # unescaped byte pattern cannot occur inside a JSON string value.
+            body = body.replace(
+                b'"apiVersion":"meta.k8s.io/v1"', b'"apiVersion":"meta.k8s.io/v1beta1"'
+            )
+        return web.Response(body=body, content_type=chosen.content_type)
+
+    def _observe(
+        self, now: float, timestamps: npt.NDArray[np.int64], idx: npt.NDArray[np.int64]
+    ) -> None:
+        self._deps.metrics.observe_freshness(now, timestamps[idx])
+
+    async def list_nodes(self, request: web.Request) -> web.StreamResponse:
+        version = request.match_info["version"]
+        label, fields = self._selectors(request, "nodes")
+        chosen = self._negotiate(request)
+        deps = self._deps
+        snap = deps.snapshot()
+        now = deps.clock()
+        big = deps.inventory.node_count() >= OFFLOAD_ITEMS
+        try:
+            idx = await _call(big, _native.select_nodes, snap, deps.inventory, label, fields)
+        except _native.SelectorError as e:
+            raise ApiError(bad_request(str(e))) from None
+        body = await _call(
+            len(idx) >= OFFLOAD_ITEMS,
+            functools.partial(
+                _native.encode_nodes,
+                api_version=version,
+                fmt=chosen.format.value,
+                single=False,
+                now_s=now,
+            ),
+            snap,
+            deps.inventory,
+            idx,
+        )
+        self._observe(now, self._fresh.columns(snap)[0], idx)
+        return self._respond(body, chosen)
+
+    async def get_node(self, request: web.Request) -> web.StreamResponse:
+        version = request.match_info["version"]
+        name = request.match_info["name"]
+        chosen = self._negotiate(request)
+        deps = self._deps
+        if not deps.inventory.has_node(name):
+            # upstream: the typed node lister's NotFound (resource "node", core group)
+            raise ApiError(not_found("", "node", name))
+        snap = deps.snapshot()
+        now = deps.clock()
+        i = snap.node_index(name)
+        if i is None:
+            raise ApiError(not_found(METRICS_GROUP, "nodemetrics", name))
+        idx = np.array([i], dtype=np.int64)
+        body = _native.encode_nodes(
+            snap,
+            deps.inventory,
+            idx,
+            api_version=version,
+            fmt=chosen.format.value,
+            single=True,
+            now_s=now,
+        )
+        self._observe(now, self._fresh.columns(snap)[0], idx)
+        return self._respond(body, chosen)
+
+    async def list_pods(self, request: web.Request) -> web.StreamResponse:
+        version = request.match_info["version"]
+        namespace = request.match_info.get("namespace")
+        label, fields = self._selectors(request, "pods")
+        chosen = self._negotiate(request)
+        deps = self._deps
+        snap = deps.snapshot()
+        now = deps.clock()
+        big = deps.inventory.pod_count() >= OFFLOAD_ITEMS
+        try:
+            idx = await _call(
+                big, _native.select_pods, snap, deps.inventory, namespace, label, fields
+            )
+        except _native.SelectorError as e:
+            raise ApiError(bad_request(str(e))) from None
+        body = await _call(
+            len(idx) >= OFFLOAD_ITEMS,
+            functools.partial(
+                _native.encode_pods,
+                api_version=version,
+                fmt=chosen.format.value,
+                single=False,
+                now_s=now,
+            ),
+            snap,
+            deps.inventory,
+            idx,
+        )
+        self._observe(now, self._fresh.columns(snap)[1], idx)
+        return self._respond(body, chosen)
+
+    async def get_pod(self, request: web.Request) -> web.StreamResponse:
+        version = request.match_info["version"]
+        namespace = request.match_info["namespace"]
+        name = request.match_info["name"]
+        chosen = self._negotiate(request)
+        deps = self._deps
+        if not deps.inventory.has_pod(namespace, name):
+            # upstream: the pod metadata lister's NotFound (resource "pods", core group)
+            raise ApiError(not_found("", "pods", name))
+        snap = deps.snapshot()
+        now = deps.clock()
+        i = snap.pod_index(namespace, name)
+        if i is None:
+            raise ApiError(not_found(METRICS_GROUP, "podmetrics", f"{namespace}/{name}"))
+        idx = np.array([i], dtype=np.int64)
+        body = _native.encode_pods(
+            snap,
+            deps.inventory,
+            idx,
+            api_version=version,
+            fmt=chosen.format.value,
+            single=True,
+            now_s=now,
+        )
+        self._observe(now, self._fresh.columns(snap)[1], idx)
+        return self._respond(body, chosen)
+
+
+def _static(body: bytes, content_type: str = JSON) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, content_type=content_type)
+
+    return handler
+
+
+def _openapi_handlers(docs: openapi.OpenAPIDocuments) -> tuple[Handler, Handler, Handler]:
+    async def v2(request: web.Request) -> web.StreamResponse:
+        if docs.v2_etag in request.headers.getall("If-None-Match", []):
+            return web.Response(status=304, headers={"ETag": docs.v2_etag})
+        return web.Response(body=docs.v2, content_type=JSON, headers={"ETag": docs.v2_etag})
+
+    async def v3_index(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=docs.v3_index, content_type=JSON)
+
+    async def v3_group_version(request: web.Request) -> web.StreamResponse:
+        key = f"apis/{METRICS_GROUP}/{request.match_info['version']}"
+        data = docs.v3_group_versions[key]
+        current = docs.v3_hashes[key]
+        etag = f'"{current}"'
+        wanted = request.query.get("hash")
+        if wanted is not None and wanted != current:
+            # kube-openapi redirects a stale hash to the current document
+            raise web.HTTPMovedPermanently(f"/openapi/v3/{key}?hash={current}")
+        headers = {"ETag": etag}
+        if wanted is not None:
+            # content-addressed: a hashed URL never changes
+            headers["Cache-Control"] = "public, immutable"
+        else:
+            headers["Cache-Control"] = "no-cache, private"
+        if etag in request.headers.getall("If-None-Match", []):
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=data, content_type=JSON, headers=headers)
+
+    return v2, v3_index, v3_group_version
+
+
+def _metrics_handler(metrics: SelfMetrics) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.Response(body=metrics.render())
+        resp.headers["Content-Type"] = METRICS_CONTENT_TYPE
+        return resp
+
+    return handler
+
+
+def build_app(deps: ApiDependencies, *, client_max_size: int = 1 << 20) -> web.Application:
+    """The whole HTTP surface as an aiohttp Application (serve it with TLS via AppRunner)."""
+    app = web.Application(
+        middlewares=[_errors_middleware(), _auth_middleware(deps.authenticator, deps.authorizer)],
+        client_max_size=client_max_size,
+    )
+    api = _MetricsApi(deps)
+    docs = openapi.build_documents(deps.server_version)
+    oa_v2, oa_v3_index, oa_v3_gv = _openapi_handlers(docs)
+    group = f"/apis/{METRICS_GROUP}"
+    v = f"{{version:{_VERSION_PATTERN}}}"
+    r = app.router
+
+    def get(path: str, handler: Handler, *, slash: bool = False) -> None:
+        r.add_get(path, handler)
+        if slash:
+            r.add_get(path + "/", handler)
+
+    get("/apis", _static(discovery.api_group_list()), slash=True)
+    get(group, _static(discovery.api_group()), slash=True)
+    for version in discovery.VERSIONS:
+        get(f"{group}/{version}", _static(discovery.api_resource_list(version)), slash=True)
+    get(f"{group}/{v}/nodes", api.list_nodes, slash=True)
+    get(f"{group}/{v}/nodes/{{name}}", api.get_node)
+    get(f"{group}/{v}/pods", api.list_pods, slash=True)
+    get(f"{group}/{v}/namespaces/{{namespace}}/pods", api.list_pods, slash=True)
+    get(f"{group}/{v}/namespaces/{{namespace}}/pods/{{name}}", api.get_pod)
+    get(
+        "/version",
+        _static(discovery.version_info(deps.server_version, deps.git_commit, deps.build_date)),
+    )
+    get("/openapi/v2", oa_v2)
+    get("/openapi/v3", oa_v3_index, slash=True)
+    get(f"/openapi/v3{group}/{v}", oa_v3_gv)
+    r.add_route("*", "/metrics", _metrics_handler(deps.metrics))
+    r.add_routes(health_routes(deps.health))
+
+    # "/" lists every path, as kube-apiserver's index does.
+    paths = sorted(
+        {
+            res.canonical
+            for res in r.resources()
+            if "{" not in res.canonical and res.canonical != "/"
+        }
+        | {f"{group}/{ver}" for ver in discovery.VERSIONS}
+    )
+    get("/", _static(orjson.dumps({"paths": paths}) + b"\n"))
+    return app
