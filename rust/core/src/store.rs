@@ -11,7 +11,7 @@
 //! [`Snapshot`] the encoders read.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -397,6 +397,14 @@ impl Store {
         let mut cpu: Vec<u64> = Vec::with_capacity(rows);
         let mut mem: Vec<u64> = Vec::with_capacity(rows);
 
+        // Sorting 30k pods by strings is the costliest step; most comparisons
+        // are settled by an inline key instead: namespace rank, then the
+        // first bytes of the pod name (see `prefix_key`).
+        let mut namespace_ids: HashMap<usize, u32> = HashMap::new();
+        let mut namespaces: Vec<&Arc<str>> = Vec::new();
+        let mut last_ns: Option<&Arc<str>> = None;
+        let mut ns_id = 0u32;
+
         for entry in self.nodes.values() {
             if i128::from(entry.scraped_ms) < horizon {
                 continue;
@@ -437,8 +445,22 @@ impl Store {
                     }
                 }
                 if let Some((ts_ms, window_ms)) = earliest {
+                    let ns = &c.namespace[rows.start];
+                    // Namespaces are few and each table is sorted by them,
+                    // so this lookup runs once per (node, namespace).
+                    if !last_ns.is_some_and(|last| Arc::ptr_eq(last, ns)) {
+                        let next = namespaces.len() as u32;
+                        ns_id = *namespace_ids
+                            .entry(Arc::as_ptr(ns) as *const u8 as usize)
+                            .or_insert_with(|| {
+                                namespaces.push(ns);
+                                next
+                            });
+                        last_ns = Some(ns);
+                    }
                     refs.push(PodRef {
-                        namespace: &c.namespace[rows.start],
+                        key: prefix_key(ns_id, &c.pod[rows.start]),
+                        namespace: ns,
                         name: &c.pod[rows.start],
                         node: &entry.name,
                         ts_ms,
@@ -449,9 +471,21 @@ impl Store {
             }
         }
 
+        // Replace first-seen namespace ids by their rank in name order.
+        let mut by_name: Vec<u32> = (0..namespaces.len() as u32).collect();
+        by_name.sort_unstable_by(|&a, &b| namespaces[a as usize].cmp(namespaces[b as usize]));
+        let mut rank = vec![0u32; namespaces.len()];
+        for (r, &id) in by_name.iter().enumerate() {
+            rank[id as usize] = r as u32;
+        }
+        for r in &mut refs {
+            let id = (r.key >> 96) as usize;
+            r.key = (r.key & PREFIX_MASK) | (u128::from(rank[id]) << 96);
+        }
         // Node name breaks ties so duplicates come out in a fixed order.
         refs.sort_unstable_by(|a, b| {
-            cmp_name(a.namespace, b.namespace)
+            a.key
+                .cmp(&b.key)
                 .then_with(|| cmp_name(a.name, b.name))
                 .then_with(|| cmp_name(a.node, b.node))
         });
@@ -511,8 +545,26 @@ impl Store {
     }
 }
 
+const PREFIX_MASK: u128 = (1 << 96) - 1;
+
+/// Sort key: namespace id in the top 32 bits, then the first 12 bytes of the
+/// pod name, big-endian and zero-padded. Padding with the smallest byte keeps
+/// the map monotone, so keys order like (namespace, name) and only equal keys
+/// need the full name comparison.
+fn prefix_key(namespace_id: u32, name: &str) -> u128 {
+    let mut buf = [0u8; 12];
+    let n = name.len().min(12);
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    let mut key = u128::from(namespace_id) << 96;
+    for (i, b) in buf.iter().enumerate() {
+        key |= u128::from(*b) << (88 - 8 * i);
+    }
+    key
+}
+
 /// One servable pod found while walking the nodes, before global sorting.
 struct PodRef<'a> {
+    key: u128,
     namespace: &'a Arc<str>,
     name: &'a Arc<str>,
     node: &'a Arc<str>,
@@ -1337,5 +1389,81 @@ mod tests {
         }
         // Only the current pod's names (and the node's) stay live.
         assert!(s.interned_names() < 2 * 1024, "{}", s.interned_names());
+    }
+
+    #[test]
+    fn prefix_key_orders_like_the_strings() {
+        let names = [
+            "",
+            "a",
+            "ab",
+            "ab\0",
+            "ab\0c",
+            "abc",
+            "abcdefghijkl",
+            "abcdefghijkl-0",
+            "abcdefghijkm",
+            "abcdefghijk",
+            "b",
+            "zz",
+            "\u{e9}t\u{e9}",
+            "\u{ff}",
+        ];
+        for a in names {
+            for b in names {
+                let (ka, kb) = (prefix_key(3, a), prefix_key(3, b));
+                if ka != kb {
+                    assert_eq!(ka.cmp(&kb), a.cmp(b), "{a:?} vs {b:?}");
+                }
+            }
+        }
+        assert!(prefix_key(1, "zzz") < prefix_key(2, "a"));
+    }
+
+    #[test]
+    fn snapshot_order_matches_a_plain_string_sort() {
+        // Many namespaces and pod names sharing long prefixes, spread over
+        // nodes in a scrambled order.
+        let mut seed = 0x2545_f491_u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        let mut s = Store::new(RES);
+        let mut want: Vec<(String, String)> = Vec::new();
+        for node in 0..40 {
+            let rows: Vec<(String, String)> = (0..25)
+                .map(|k| {
+                    let ns = format!("ns-{}", next() % 7);
+                    let pod = format!("checkout-service-7c9d8f6b5-{}-{node}-{k}", next() % 1000);
+                    (ns, pod)
+                })
+                .collect();
+            let node_name = format!("n{}-{node}", next() % 1000);
+            for t in [T0, T0 + 10_000] {
+                let c = (t - T0) as f64 / 1000.0 + 1.0;
+                let b: Vec<Row<'_>> = rows
+                    .iter()
+                    .map(|(ns, pod)| (&ns[..], &pod[..], "c", c, 1.0, OLD, t))
+                    .collect();
+                s.ingest(&node_name, &batch((1.0, 1.0, t), &b), t);
+            }
+            want.extend(rows);
+        }
+        want.sort();
+        want.dedup();
+        let snap = s.snapshot(T0 + 10_000);
+        let got: Vec<(String, String)> = (0..snap.pods.len())
+            .map(|i| {
+                (
+                    snap.pods.namespace[i].to_string(),
+                    snap.pods.name[i].to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "order differs from a plain string sort");
     }
 }
