@@ -181,10 +181,6 @@ impl Containers {
         self.name.len()
     }
 
-    fn key(&self, i: usize) -> (&str, &str, &str) {
-        (&self.namespace[i], &self.pod[i], &self.name[i])
-    }
-
     fn old(&self, i: usize) -> Old {
         Old {
             last_ts: self.last_ts[i],
@@ -334,14 +330,14 @@ impl Store {
         }
 
         let old = std::mem::take(&mut entry.containers);
+        // `old` is consumed (its departed names dropped) before the prune.
         entry.containers = store_containers(
             &batch.containers,
-            &old,
+            old,
             request_time_ms,
             *resolution_ms,
             interner,
         );
-        drop(old);
         interner.maybe_prune();
     }
 
@@ -574,10 +570,17 @@ struct PodRef<'a> {
     containers: Range<usize>,
 }
 
+/// (namespace, pod, container) names of one row.
+type Names = (Arc<str>, Arc<str>, Arc<str>);
+
+fn head_key(h: &Names) -> (&str, &str, &str) {
+    (&h.0, &h.1, &h.2)
+}
+
 /// Build a node's new container table from its batch and its old table.
 fn store_containers(
     cols: &ContainerColumns,
-    old: &Containers,
+    mut old: Containers,
     request_time_ms: i64,
     resolution_ms: i64,
     interner: &mut Interner,
@@ -609,7 +612,15 @@ fn store_containers(
     order.dedup_by(|b, a| key(*a) == key(*b));
 
     let mut new = Containers::with_capacity(order.len());
-    let mut cursor = 0; // into `old`, advancing with the merge join
+    // Merge join: `head` holds the names of old row `cursor`. Names of
+    // matched rows move into the new table instead of being cloned, so
+    // containers that stay cost no reference-count traffic.
+    let mut old_ns = std::mem::take(&mut old.namespace).into_iter();
+    let mut old_pod = std::mem::take(&mut old.pod).into_iter();
+    let mut old_name = std::mem::take(&mut old.name).into_iter();
+    let mut next_old = || Some((old_ns.next()?, old_pod.next()?, old_name.next()?));
+    let mut head = next_old();
+    let mut cursor = 0;
     let mut samples: Vec<Sample> = Vec::new();
     let mut start = 0;
     while start < order.len() {
@@ -637,17 +648,22 @@ fn store_containers(
 
         for (&i, &s) in group.iter().zip(&samples) {
             let k = key(i);
-            while cursor < old.len() && old.key(cursor) < k {
+            while head.as_ref().is_some_and(|h| head_key(h) < k) {
+                head = next_old();
                 cursor += 1;
             }
-            let matched = (cursor < old.len() && old.key(cursor) == k).then_some(cursor);
-            let prev = container_prev(&s, matched.map(|j| old.old(j)), resolution_ms);
+            let matched = head.take_if(|h| head_key(h) == k);
+            let prev = container_prev(
+                &s,
+                matched.is_some().then(|| old.old(cursor)),
+                resolution_ms,
+            );
             let names = match matched {
-                Some(j) => (
-                    Arc::clone(&old.namespace[j]),
-                    Arc::clone(&old.pod[j]),
-                    Arc::clone(&old.name[j]),
-                ),
+                Some(names) => {
+                    head = next_old();
+                    cursor += 1;
+                    names
+                }
                 None => {
                     let last = new.len().checked_sub(1);
                     // Siblings in the same pod share namespace and pod names.
