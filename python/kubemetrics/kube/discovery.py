@@ -226,7 +226,8 @@ class Discovery:
         self.store = store
         self.settings = settings
         self.targets: dict[str, NodeTarget] = {}
-        self._pods = _PodHandler(self)
+        self.pod_handler = _PodHandler(self)
+        self.node_handler = _NodeHandler(self)
         self.node_reflector = Reflector(
             client,
             ReflectorSettings(
@@ -235,7 +236,7 @@ class Discovery:
                 label_selector=settings.node_selector,
                 page_size=settings.page_size,
             ),
-            _NodeHandler(self),
+            self.node_handler,
         )
         self.pod_reflector = Reflector(
             client,
@@ -247,7 +248,7 @@ class Discovery:
                 watch_accept=POD_WATCH_ACCEPT,
                 page_size=settings.page_size,
             ),
-            self._pods,
+            self.pod_handler,
         )
 
     @property
@@ -256,7 +257,7 @@ class Discovery:
 
     @property
     def pod_count(self) -> int:
-        return sum(len(names) for names in self._pods.pods.values())
+        return sum(len(names) for names in self.pod_handler.pods.values())
 
     async def wait_synced(self) -> None:
         await self.node_reflector.wait_synced()
