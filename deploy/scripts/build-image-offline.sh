@@ -5,8 +5,8 @@
 #
 #   deploy/scripts/build-image-offline.sh [TAG]        (as root; needs buildah and debootstrap)
 #
-# Default TAG: localhost/kubemetrics:<version>. Storage driver vfs and chroot isolation, so it
-# works inside a container or VM without overlayfs or user namespaces. Behind a TLS-intercepting
+# Default TAG: localhost/kubemetrics:<version>. Chroot isolation, so it works inside a container
+# or VM without user namespaces; set STORAGE_DRIVER=vfs where overlayfs is unavailable. Behind a TLS-intercepting
 # proxy, set BUILD_CA_BUNDLE to a CA bundle file that trusts it (e.g. the host's
 # /etc/ssl/certs/ca-certificates.crt); it is mounted into the build steps, not into the image.
 set -eu
@@ -17,11 +17,11 @@ tag=${1:-localhost/kubemetrics:$version}
 base=localhost/kubemetrics-base:python3-bookworm
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
-export STORAGE_DRIVER=vfs BUILDAH_ISOLATION=chroot
 
 for tool in buildah debootstrap; do
-    command -v "$tool" >/dev/null || { echo "$0: $tool is required (apt-get install $tool)" >&2; exit 1; }
+    command -v "$tool" >/dev/null 2>&1 || { echo "$0: $tool is required (apt-get install $tool)" >&2; exit 1; }
 done
+buildah() { command buildah ${STORAGE_DRIVER:+--storage-driver "$STORAGE_DRIVER"} "$@"; }
 
 if ! buildah inspect --type image "$base" >/dev/null 2>&1; then
     work=$(mktemp -d)
@@ -49,5 +49,5 @@ if [ -n "${BUILD_CA_BUNDLE:-}" ]; then
     set -- "$@" --volume "$BUILD_CA_BUNDLE:/run/build-ca-bundle.pem:ro" \
         --build-arg BUILD_CA_BUNDLE=/run/build-ca-bundle.pem
 fi
-buildah bud --layers=false "$@" -t "$tag" -f "$root/Containerfile" "$root"
+buildah bud --isolation chroot --layers=false "$@" -t "$tag" -f "$root/Containerfile" "$root"
 echo "built $tag"
