@@ -210,7 +210,7 @@ class Reflector:
                     gone_streak = 0
                     continue  # a clean end (timeoutSeconds): resume from the last version
                 # A watch that ends at once with nothing in it: don't spin on it.
-                self._note_error(f"watch {self._s.path} ended immediately")
+                log.debug("%s: watch ended immediately; backing off", self.name)
             except _Gone as exc:
                 log.info("%s: watch expired (%s); relisting", self.name, exc)
                 need_list, consistent = True, True
