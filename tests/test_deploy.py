@@ -726,6 +726,8 @@ def test_containerfile_runs_upstream_args_as_uid_1000() -> None:
     assert "PYTHONDONTWRITEBYTECODE=1" in final and "HOME=/tmp" in final
     # The Rust toolchain comes from Debian packages, not rustup or a download.
     assert "rustc-web" in text and "rustup" not in text.replace("no rustup", "")
+    # buildah/podman read .containerignore, docker .dockerignore: the same context either way.
+    assert (ROOT / ".containerignore").read_text() == (ROOT / ".dockerignore").read_text()
 
 
 def _tree(path: Path) -> dict[str, float]:
