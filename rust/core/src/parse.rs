@@ -24,8 +24,10 @@
 mod gofloat;
 mod text;
 
-use std::collections::hash_map::Entry;
+use std::collections::hash_map::{Entry, RandomState};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::OnceLock;
 use text::{LabelValue, Lines, Sample};
 
 /// Longest line accepted, in bytes; a longer one is a syntax error.
@@ -114,18 +116,18 @@ enum Family {
 
 impl Family {
     #[inline]
-    fn of(name: &str) -> Option<Family> {
+    fn of(name: &[u8]) -> Option<Family> {
         // Cheap reject first: every family we want starts with 'n' or 'c'.
-        match name.as_bytes().first() {
+        match name.first() {
             Some(b'n' | b'c') => {}
             _ => return None,
         }
         match name {
-            "node_cpu_usage_seconds_total" => Some(Family::NodeCpu),
-            "node_memory_working_set_bytes" => Some(Family::NodeMemory),
-            "container_cpu_usage_seconds_total" => Some(Family::ContainerCpu),
-            "container_memory_working_set_bytes" => Some(Family::ContainerMemory),
-            "container_start_time_seconds" => Some(Family::ContainerStart),
+            b"node_cpu_usage_seconds_total" => Some(Family::NodeCpu),
+            b"node_memory_working_set_bytes" => Some(Family::NodeMemory),
+            b"container_cpu_usage_seconds_total" => Some(Family::ContainerCpu),
+            b"container_memory_working_set_bytes" => Some(Family::ContainerMemory),
+            b"container_start_time_seconds" => Some(Family::ContainerStart),
             _ => None,
         }
     }
@@ -157,11 +159,13 @@ struct Row<'a> {
 struct Accumulator<'a> {
     node: NodeSample,
     rows: Vec<Row<'a>>,
-    index: HashMap<Key<'a>, usize>,
+    index: HashMap<Key<'a>, usize, KeyHashBuilder>,
     /// Per container family, the row after the last one it touched: kubelets
     /// list every family in the same container order, so this guess usually
     /// saves the hash lookup.
     next: [usize; 3],
+    /// The family of the previous sample, reused while the name repeats.
+    family: Option<Family>,
 }
 
 impl Default for Accumulator<'_> {
@@ -173,16 +177,81 @@ impl Default for Accumulator<'_> {
                 timestamp_ms: 0,
             },
             rows: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::with_capacity_and_hasher(256, KeyHashBuilder::new()),
             next: [0; 3],
+            family: None,
         }
+    }
+}
+
+/// A word-at-a-time multiplicative hash for row keys, seeded once per process
+/// from std's random keys. SipHash was a tenth of the parse time; a per-process
+/// random seed keeps colliding keys from being precomputed.
+#[derive(Clone, Copy)]
+struct KeyHashBuilder(u64);
+
+impl KeyHashBuilder {
+    fn new() -> Self {
+        static SEED: OnceLock<u64> = OnceLock::new();
+        KeyHashBuilder(*SEED.get_or_init(|| RandomState::new().hash_one(0x6b75_6265_u64) | 1))
+    }
+}
+
+impl BuildHasher for KeyHashBuilder {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0)
+    }
+}
+
+struct KeyHasher(u64);
+
+impl KeyHasher {
+    #[inline(always)]
+    fn mix(&mut self, word: u64) {
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+        self.0 = (self.0 ^ word).wrapping_mul(K).rotate_left(26);
+    }
+}
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+        let tail = chunks.remainder();
+        let mut word = [0u8; 8];
+        word[..tail.len()].copy_from_slice(tail);
+        // The length goes in with the tail so "ab"+"c" and "a"+"bc" differ.
+        self.mix(u64::from_le_bytes(word) ^ ((bytes.len() as u64) << 56));
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.mix(u64::from(i));
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // Final avalanche so hashbrown's top-7-bit tags are well spread.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
     }
 }
 
 impl<'a> Accumulator<'a> {
     #[inline]
     fn add(&mut self, s: &Sample<'a>) {
-        let Some(family) = Family::of(s.name) else {
+        if !s.repeated_name {
+            self.family = Family::of(s.name);
+        }
+        let Some(family) = self.family else {
             return;
         };
         let slot = match family {
@@ -257,9 +326,9 @@ impl<'a> Accumulator<'a> {
         };
         for row in self.rows {
             let (ns, pod, container) = row.key;
-            c.namespace.push(ns.decode().into_owned());
-            c.pod.push(pod.decode().into_owned());
-            c.container.push(container.decode().into_owned());
+            c.namespace.push(ns.decode());
+            c.pod.push(pod.decode());
+            c.container.push(container.decode());
             c.cpu_seconds.push(row.cpu_seconds);
             c.memory_bytes.push(row.memory_bytes);
             c.start_time_seconds.push(row.start_time_seconds);

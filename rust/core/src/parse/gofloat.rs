@@ -16,8 +16,7 @@ const POW10: [f64; 23] = [
 const MAX_EXACT_INT: u64 = 1 << 53;
 
 /// Parses a Go float literal; `None` when it is not one.
-pub(crate) fn parse_f64(tok: &str) -> Option<f64> {
-    let b = tok.as_bytes();
+pub(crate) fn parse_f64(b: &[u8]) -> Option<f64> {
     let (negative, body) = match b.first()? {
         b'-' => (true, &b[1..]),
         b'+' => (false, &b[1..]),
@@ -168,8 +167,7 @@ fn fold_digit(
 }
 
 /// Parses a base-10 i64 with an optional sign, as Go's `ParseInt(s, 10, 64)`.
-pub(crate) fn parse_i64(tok: &str) -> Option<i64> {
-    let b = tok.as_bytes();
+pub(crate) fn parse_i64(b: &[u8]) -> Option<i64> {
     let (negative, digits) = match b.first()? {
         b'-' => (true, &b[1..]),
         b'+' => (false, &b[1..]),
@@ -236,7 +234,7 @@ mod tests {
             ("nan", f64::NAN),
         ];
         for &(s, want) in cases {
-            let got = parse_f64(s);
+            let got = parse_f64(s.as_bytes());
             assert!(
                 got.is_some_and(|g| same(g, want)),
                 "{s}: got {got:?}, want {want}"
@@ -252,7 +250,7 @@ mod tests {
             "NaNx", "--1", "+-1",
         ] {
             assert_eq!(
-                parse_f64(s).map(f64::to_bits),
+                parse_f64(s.as_bytes()).map(f64::to_bits),
                 None,
                 "{s:?} should be refused"
             );
@@ -275,19 +273,19 @@ mod tests {
                 format!("{digits}.5"),
             ] {
                 let want: f64 = s.parse().unwrap();
-                assert!(same(parse_f64(&s).unwrap(), want), "{s}");
+                assert!(same(parse_f64(s.as_bytes()).unwrap(), want), "{s}");
             }
         }
     }
 
     #[test]
     fn integers_parse_like_go_parseint() {
-        assert_eq!(parse_i64("1633253812125"), Some(1_633_253_812_125));
-        assert_eq!(parse_i64("-1633253812125"), Some(-1_633_253_812_125));
-        assert_eq!(parse_i64("+7"), Some(7));
-        assert_eq!(parse_i64("0"), Some(0));
-        assert_eq!(parse_i64("9223372036854775807"), Some(i64::MAX));
-        assert_eq!(parse_i64("-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"1633253812125"), Some(1_633_253_812_125));
+        assert_eq!(parse_i64(b"-1633253812125"), Some(-1_633_253_812_125));
+        assert_eq!(parse_i64(b"+7"), Some(7));
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
         for s in [
             "",
             "-",
@@ -299,7 +297,7 @@ mod tests {
             " 1",
             "--1",
         ] {
-            assert_eq!(parse_i64(s), None, "{s:?}");
+            assert_eq!(parse_i64(s.as_bytes()), None, "{s:?}");
         }
     }
 }
