@@ -663,3 +663,52 @@ def test_concurrent_encoding_and_inventory_updates() -> None:
     stop.set()
     t.join(timeout=30)
     assert not errors, errors
+
+
+def test_large_lists_use_resolved_labels_and_follow_changes() -> None:
+    """Above a few thousand items labels come from a per-snapshot resolved view; it must
+    still reflect every inventory change, and match the small-list path exactly."""
+    cluster = {
+        f"node-{n:02d}": [
+            Pod(
+                f"ns-{k % 5}",
+                f"pod-{n:02d}-{k:03d}",
+                [Container("c", 1.0, 0.01 * (k % 7), 4096 * (k + 1))],
+                {"app": f"a{k % 4}"},
+            )
+            for k in range(100)
+        ]
+        for n in range(30)
+    }
+    snap, inv = build(cluster)
+    idx = _native.select_pods(snap, inv, None, "", "")
+    assert len(idx) == 3000
+    for fmt in ("json", "protobuf"):
+        whole = encode("pods", snap, inv, idx, fmt=fmt)
+        # The same items one by one (lookups instead of the resolved view).
+        if fmt == "json":
+            items = json.loads(whole)["items"]
+            assert items == [json.loads(encode("pods", snap, inv, [i]))["items"][0] for i in idx]
+            assert items[17] == expected_pod(snap, inv, int(idx[17]))
+        else:
+            assert decode_envelope(whole)["items"] == [
+                decode_envelope(encode("pods", snap, inv, [i], fmt=fmt))["items"][0] for i in idx
+            ]
+    ns, name = str(snap.pods["namespace"][idx[5]]), str(snap.pods["name"][idx[5]])
+    inv.set_pod(ns, name, {"changed": "yes"})
+    inv.delete_pod(str(snap.pods["namespace"][idx[6]]), str(snap.pods["name"][idx[6]]))
+    after = _native.select_pods(snap, inv, None, "", "")
+    assert len(after) == 2999 and idx[6] not in after
+    items = json.loads(encode("pods", snap, inv, after))["items"]
+    assert items[5]["metadata"]["labels"] == {"changed": "yes"}
+    assert len(_native.select_pods(snap, inv, None, "changed=yes", "")) == 1
+    a1 = [
+        i
+        for i in after
+        if (inv.pod_labels(str(snap.pods["namespace"][i]), str(snap.pods["name"][i])) or {}).get(
+            "app"
+        )
+        == "a1"
+    ]
+    assert list(_native.select_pods(snap, inv, None, "app=a1", "")) == a1
+    assert 700 < len(a1) <= 750

@@ -6,6 +6,7 @@
 //! list splices them in instead of re-serialising 150,000 maps per request.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::encode::{json, protobuf};
@@ -63,10 +64,16 @@ impl LabelSet {
 
     /// The shared empty set (objects without labels, or unknown to discovery).
     pub fn empty() -> Arc<LabelSet> {
+        Self::empty_arc().clone()
+    }
+
+    pub fn empty_ref() -> &'static LabelSet {
+        Self::empty_arc()
+    }
+
+    fn empty_arc() -> &'static Arc<LabelSet> {
         static EMPTY: OnceLock<Arc<LabelSet>> = OnceLock::new();
-        EMPTY
-            .get_or_init(|| Arc::new(LabelSet::new(Vec::<(String, String)>::new())))
-            .clone()
+        EMPTY.get_or_init(|| Arc::new(LabelSet::new(Vec::<(String, String)>::new())))
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -97,12 +104,33 @@ impl LabelSet {
     }
 }
 
+/// The pods of one namespace, by name.
+pub type NamespacePods = HashMap<Box<str>, Arc<LabelSet>>;
+
 /// Nodes by name; pods by namespace, then name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Inventory {
     nodes: HashMap<Box<str>, Arc<LabelSet>>,
-    pods: HashMap<Box<str>, HashMap<Box<str>, Arc<LabelSet>>>,
+    pods: HashMap<Box<str>, NamespacePods>,
     pod_count: usize,
+    /// Unique per inventory, so caches can tell inventories apart.
+    id: u64,
+    /// Bumped on every change of membership or labels (not on no-op updates,
+    /// which watches deliver constantly): what label caches are keyed to.
+    generation: u64,
+}
+
+impl Default for Inventory {
+    fn default() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Inventory {
+            nodes: HashMap::new(),
+            pods: HashMap::new(),
+            pod_count: 0,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generation: 0,
+        }
+    }
 }
 
 impl Inventory {
@@ -110,24 +138,39 @@ impl Inventory {
         Self::default()
     }
 
+    /// (identity, generation): equal values mean nothing changed since.
+    pub fn version(&self) -> (u64, u64) {
+        (self.id, self.generation)
+    }
+
     pub fn set_node(&mut self, name: &str, labels: LabelSet) {
+        if self.nodes.get(name).is_some_and(|old| **old == labels) {
+            return;
+        }
         let labels = Self::share(labels);
         self.nodes.insert(name.into(), labels);
+        self.generation += 1;
     }
 
     pub fn delete_node(&mut self, name: &str) -> bool {
-        self.nodes.remove(name).is_some()
+        let removed = self.nodes.remove(name).is_some();
+        self.generation += u64::from(removed);
+        removed
     }
 
     pub fn set_pod(&mut self, namespace: &str, name: &str, labels: LabelSet) {
-        let labels = Self::share(labels);
         let ns = match self.pods.get_mut(namespace) {
             Some(ns) => ns,
             None => self.pods.entry(namespace.into()).or_default(),
         };
+        if ns.get(name).is_some_and(|old| **old == labels) {
+            return;
+        }
+        let labels = Self::share(labels);
         if ns.insert(name.into(), labels).is_none() {
             self.pod_count += 1;
         }
+        self.generation += 1;
     }
 
     pub fn delete_pod(&mut self, namespace: &str, name: &str) -> bool {
@@ -137,6 +180,7 @@ impl Inventory {
         let removed = ns.remove(name).is_some();
         if removed {
             self.pod_count -= 1;
+            self.generation += 1;
             if ns.is_empty() {
                 self.pods.remove(namespace);
             }
@@ -162,23 +206,24 @@ impl Inventory {
 
     /// The pods of one namespace (lets a scan over a namespace's snapshot
     /// range hash the namespace once).
-    pub fn namespace(&self, namespace: &str) -> Option<&HashMap<Box<str>, Arc<LabelSet>>> {
+    pub fn namespace(&self, namespace: &str) -> Option<&NamespacePods> {
         self.pods.get(namespace)
     }
 
     pub fn clear(&mut self) {
-        self.nodes.clear();
-        self.pods.clear();
-        self.pod_count = 0;
+        self.clear_nodes();
+        self.clear_pods();
     }
 
     pub fn clear_nodes(&mut self) {
         self.nodes.clear();
+        self.generation += 1;
     }
 
     pub fn clear_pods(&mut self) {
         self.pods.clear();
         self.pod_count = 0;
+        self.generation += 1;
     }
 
     pub fn node_count(&self) -> usize {
@@ -243,6 +288,12 @@ mod tests {
         assert!(inv.namespace("ns").is_none());
         assert!(inv.delete_node("n1") && !inv.delete_node("n1"));
         inv.set_pod("a", "b", LabelSet::new([("k", "v")]));
+        let v = inv.version();
+        inv.set_pod("a", "b", LabelSet::new([("k", "v")]));
+        assert_eq!(inv.version(), v, "a no-op update keeps the generation");
+        inv.set_pod("a", "b", LabelSet::new([("k", "w")]));
+        assert_ne!(inv.version(), v);
+        assert_ne!(Inventory::new().version().0, v.0);
         inv.clear();
         assert_eq!((inv.node_count(), inv.pod_count()), (0, 0));
     }

@@ -190,12 +190,11 @@ pub fn write_rfc3339(out: &mut Vec<u8>, unix_seconds: i64) {
 }
 
 fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
-    let mut tmp = Vec::with_capacity(20);
-    write_u64(&mut tmp, v);
-    for _ in tmp.len()..width {
+    let digits = if v == 0 { 1 } else { v.ilog10() as usize + 1 };
+    for _ in digits..width {
         out.push(b'0');
     }
-    out.extend_from_slice(&tmp);
+    write_u64(out, v);
 }
 
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian

@@ -7,8 +7,10 @@
 //! metrics API can filter on.
 
 use std::fmt;
+use std::sync::Arc;
 
-use crate::inventory::{Inventory, LabelSet};
+use crate::encode::SnapshotCache;
+use crate::inventory::{Inventory, LabelSet, NamespacePods};
 use crate::snapshot::Snapshot;
 
 /// A malformed or unsupported selector; the message is meant for a 400 Status.
@@ -707,6 +709,11 @@ fn unescape_value(s: &str) -> Result<String, SelectorError> {
 
 // ------------------------------------------------------------- selection --
 
+/// Above this many candidates, selection reads labels from the snapshot
+/// cache's resolved view (one pass, reused while the inventory is unchanged)
+/// instead of hashing each name into the inventory.
+const RESOLVE_ABOVE: usize = 2048;
+
 /// Indices into `snap.nodes` of nodes known to the inventory and matching
 /// both selectors, in name order.
 pub fn select_nodes(
@@ -714,6 +721,37 @@ pub fn select_nodes(
     inv: &Inventory,
     labels: &LabelSelector,
     fields: &FieldSelector,
+) -> Vec<usize> {
+    select_nodes_by(snap, fields, |i, name| {
+        let _ = i;
+        inv.node_labels(name).is_some_and(|l| labels.matches(l))
+    })
+}
+
+/// [`select_nodes`], using `cache`'s resolved labels for large scans.
+pub fn select_nodes_cached(
+    snap: &Snapshot,
+    cache: &SnapshotCache,
+    inv: &Inventory,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+) -> Vec<usize> {
+    if snap.nodes.len() <= RESOLVE_ABOVE || fields.required(Field::Name).is_some() {
+        return select_nodes(snap, inv, labels, fields);
+    }
+    let resolved = cache.resolved_node_labels(snap, inv);
+    select_nodes_by(snap, fields, |i, _| {
+        resolved
+            .get(i)
+            .and_then(|l| l.as_deref())
+            .is_some_and(|l| labels.matches(l))
+    })
+}
+
+fn select_nodes_by(
+    snap: &Snapshot,
+    fields: &FieldSelector,
+    mut member: impl FnMut(usize, &str) -> bool,
 ) -> Vec<usize> {
     let nodes = &snap.nodes;
     let range = match fields.required(Field::Name) {
@@ -730,7 +768,7 @@ pub fn select_nodes(
             fields.matches(|f| match f {
                 Field::Name => name,
                 Field::Namespace | Field::NodeName => "",
-            }) && inv.node_labels(name).is_some_and(|l| labels.matches(l))
+            }) && member(i, name)
         })
         .collect()
 }
@@ -744,36 +782,82 @@ pub fn select_pods(
     labels: &LabelSelector,
     fields: &FieldSelector,
 ) -> Vec<usize> {
+    let Some(range) = pod_range(snap, namespace, fields) else {
+        return Vec::new();
+    };
+    select_pods_in(snap, range, namespace, labels, fields, None, inv)
+}
+
+/// [`select_pods`], using `cache`'s resolved labels for large scans.
+pub fn select_pods_cached(
+    snap: &Snapshot,
+    cache: &SnapshotCache,
+    inv: &Inventory,
+    namespace: Option<&str>,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+) -> Vec<usize> {
+    let Some(range) = pod_range(snap, namespace, fields) else {
+        return Vec::new();
+    };
+    let resolved = (range.len() > RESOLVE_ABOVE).then(|| cache.resolved_pod_labels(snap, inv));
+    select_pods_in(
+        snap,
+        range,
+        namespace,
+        labels,
+        fields,
+        resolved.as_deref(),
+        inv,
+    )
+}
+
+/// The candidate range: the snapshot is sorted by (namespace, name), so a
+/// namespace (and a name within it) narrows it by binary search. None: no pod
+/// can match.
+fn pod_range(
+    snap: &Snapshot,
+    namespace: Option<&str>,
+    fields: &FieldSelector,
+) -> Option<std::ops::Range<usize>> {
     let pods = &snap.pods;
     let n = pods.len().min(pods.namespace.len()).min(pods.node.len());
-    let mut lo = 0;
-    let mut hi = n;
-    // Narrow to a namespace (and a name within it) by binary search: the
-    // snapshot is sorted by (namespace, name).
     let ns = match (namespace, fields.required(Field::Namespace)) {
-        (Some(a), Some(b)) if a != b => return Vec::new(),
+        (Some(a), Some(b)) if a != b => return None,
         (Some(a), _) => Some(a),
         (None, b) => b,
     };
-    if let Some(ns) = ns {
-        lo = pods.namespace[..n].partition_point(|x| x.as_ref() < ns);
-        hi = lo + pods.namespace[lo..n].partition_point(|x| x.as_ref() <= ns);
-        if let Some(name) = fields.required(Field::Name) {
-            let names = &pods.name[lo..hi];
-            let a = names.partition_point(|x| x.as_ref() < name);
-            let b = names.partition_point(|x| x.as_ref() <= name);
-            (lo, hi) = (lo + a, lo + b);
-        }
+    let Some(ns) = ns else {
+        return Some(0..n);
+    };
+    let mut lo = pods.namespace[..n].partition_point(|x| x.as_ref() < ns);
+    let mut hi = lo + pods.namespace[lo..n].partition_point(|x| x.as_ref() <= ns);
+    if let Some(name) = fields.required(Field::Name) {
+        let names = &pods.name[lo..hi];
+        let a = names.partition_point(|x| x.as_ref() < name);
+        let b = names.partition_point(|x| x.as_ref() <= name);
+        (lo, hi) = (lo + a, lo + b);
     }
+    Some(lo..hi)
+}
+
+fn select_pods_in(
+    snap: &Snapshot,
+    range: std::ops::Range<usize>,
+    namespace: Option<&str>,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+    resolved: Option<&[Option<Arc<LabelSet>>]>,
+    inv: &Inventory,
+) -> Vec<usize> {
+    let pods = &snap.pods;
     let mut out = Vec::new();
-    let mut current_ns: Option<(&str, Option<&std::collections::HashMap<Box<str>, _>>)> = None;
-    for i in lo..hi {
+    let mut current_ns: Option<(&str, Option<&NamespacePods>)> = None;
+    for i in range {
         let pod_ns = pods.namespace[i].as_ref();
         let name = pods.name[i].as_ref();
-        if let Some(want) = namespace {
-            if pod_ns != want {
-                continue;
-            }
+        if namespace.is_some_and(|want| pod_ns != want) {
+            continue;
         }
         let node = pods.node[i].as_ref();
         if !fields.matches(|f| match f {
@@ -783,18 +867,21 @@ pub fn select_pods(
         }) {
             continue;
         }
-        let ns_pods = match current_ns {
-            Some((cached, map)) if cached == pod_ns => map,
-            _ => {
-                let map = inv.namespace(pod_ns);
-                current_ns = Some((pod_ns, map));
-                map
+        let found = match resolved {
+            Some(r) => r.get(i).and_then(|l| l.as_deref()),
+            None => {
+                let ns_pods = match current_ns {
+                    Some((cached, map)) if cached == pod_ns => map,
+                    _ => {
+                        let map = inv.namespace(pod_ns);
+                        current_ns = Some((pod_ns, map));
+                        map
+                    }
+                };
+                ns_pods.and_then(|m| m.get(name)).map(|l| &**l)
             }
         };
-        if ns_pods
-            .and_then(|m| m.get(name))
-            .is_some_and(|l| labels.matches(l))
-        {
+        if found.is_some_and(|l| labels.matches(l)) {
             out.push(i);
         }
     }
@@ -981,6 +1068,72 @@ mod tests {
             s.pods.container_start.push(s.containers.name.len() as u32);
         }
         s
+    }
+
+    #[test]
+    fn cached_selection_equals_direct_selection() {
+        let mut s = Snapshot::default();
+        let mut inv = Inventory::new();
+        s.pods.container_start.push(0);
+        for k in 0..5000u32 {
+            let ns = format!("ns{}", k / 1000);
+            let name = format!("p{k:05}");
+            s.pods.namespace.push(Arc::from(ns.as_str()));
+            s.pods.name.push(Arc::from(name.as_str()));
+            s.pods.node.push(Arc::from(format!("n{}", k % 7).as_str()));
+            s.pods.timestamp_ms.push(0);
+            s.pods.window_ms.push(1);
+            s.containers.name.push(Arc::from("c"));
+            s.containers.cpu_nanocores.push(1);
+            s.containers.memory_bytes.push(1);
+            s.pods.container_start.push(k + 1);
+            s.nodes.name.push(Arc::from(format!("node{k:05}").as_str()));
+            s.nodes.cpu_nanocores.push(1);
+            s.nodes.memory_bytes.push(1);
+            s.nodes.timestamp_ms.push(0);
+            s.nodes.window_ms.push(1);
+            if k % 3 != 0 {
+                let v = (k % 5).to_string();
+                inv.set_pod(&ns, &name, LabelSet::new([("v", v.as_str())]));
+                inv.set_node(&format!("node{k:05}"), LabelSet::new([("v", v.as_str())]));
+            }
+        }
+        let s = Arc::new(s);
+        let cache = crate::encode::cache_for(&s);
+        for (ls, fs) in [
+            ("", ""),
+            ("v in (1,2)", ""),
+            ("v!=3", "spec.nodeName=n3"),
+            ("", "metadata.name=p00005"),
+        ] {
+            let l = sel(ls);
+            let f = FieldSelector::parse(fs, ObjectKind::Pod).unwrap();
+            let direct = select_pods(&s, &inv, None, &l, &f);
+            assert_eq!(
+                direct,
+                select_pods_cached(&s, &cache, &inv, None, &l, &f),
+                "{ls} {fs}"
+            );
+            assert!(direct.iter().all(|&i| i % 3 != 0));
+            let f = FieldSelector::parse(
+                fs.replace("spec.nodeName=n3", "").as_str(),
+                ObjectKind::Node,
+            )
+            .unwrap();
+            assert_eq!(
+                select_nodes(&s, &inv, &l, &f),
+                select_nodes_cached(&s, &cache, &inv, &l, &f)
+            );
+        }
+        assert_eq!(
+            select_pods(&s, &inv, None, &sel(""), &FieldSelector::default()).len(),
+            3333
+        );
+        // The cache follows inventory changes.
+        inv.delete_pod("ns0", "p00001");
+        let all = select_pods_cached(&s, &cache, &inv, None, &sel(""), &FieldSelector::default());
+        assert_eq!(all.len(), 3332);
+        assert!(!all.contains(&1));
     }
 
     #[test]

@@ -5,13 +5,18 @@
 //! encoding run with it released. Every call into the core is also guarded
 //! against panics, which must never cross into Python.
 
+use std::mem::MaybeUninit;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use kubemetrics_core::encode::{self as core_encode, ApiVersion, EncodeError, Format, Request};
+use kubemetrics_core::encode::{
+    self as core_encode, ApiVersion, EncodeError, FillSink, Format, Request,
+};
+use kubemetrics_core::inventory::LabelSet;
 use kubemetrics_core::quantity;
 use kubemetrics_core::selector::{self, FieldSelector, LabelSelector, ObjectKind};
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -69,7 +74,8 @@ fn select_nodes<'py>(
     let inv = inventory.get();
     let idx = py.detach(|| {
         guarded("select_nodes", || {
-            selector::select_nodes(&snap, &inv.read(), &labels, &fields)
+            let cache = core_encode::cache_for(&snap);
+            selector::select_nodes_cached(&snap, &cache, &inv.read(), &labels, &fields)
         })
     })?;
     Ok(to_array(py, idx))
@@ -93,7 +99,8 @@ fn select_pods<'py>(
     let inv = inventory.get();
     let idx = py.detach(|| {
         guarded("select_pods", || {
-            selector::select_pods(&snap, &inv.read(), namespace, &labels, &fields)
+            let cache = core_encode::cache_for(&snap);
+            selector::select_pods_cached(&snap, &cache, &inv.read(), namespace, &labels, &fields)
         })
     })?;
     Ok(to_array(py, idx))
@@ -141,6 +148,28 @@ enum Kind {
     Pod,
 }
 
+/// Above this many items, labels come from the snapshot cache's resolved
+/// view instead of one inventory lookup per item.
+const RESOLVE_ABOVE: usize = 2048;
+
+/// A new, uninitialised `bytes` object of `len` bytes and its buffer address.
+/// The caller must fill all of it before anyone else can see the object.
+fn alloc_bytes(py: Python<'_>, len: usize) -> PyResult<(Py<PyBytes>, usize)> {
+    let size =
+        ffi::Py_ssize_t::try_from(len).map_err(|_| PyValueError::new_err("response too large"))?;
+    // SAFETY: a NULL source asks CPython for an uninitialised buffer of `size`
+    // bytes; the returned new reference is owned by the Bound we build.
+    unsafe {
+        let ptr = ffi::PyBytes_FromStringAndSize(std::ptr::null(), size);
+        if ptr.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        let buf = ffi::PyBytes_AsString(ptr) as usize;
+        let obj = Bound::from_owned_ptr(py, ptr).cast_into_unchecked::<PyBytes>();
+        Ok((obj.unbind(), buf))
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn encode<'py>(
     py: Python<'py>,
@@ -157,30 +186,63 @@ fn encode<'py>(
     let raw = indices(idx)?;
     let snap = snapshot.get().inner.clone();
     let inv = inventory.get();
-    let body = py
-        .detach(|| {
-            guarded("encode", || -> Result<Vec<u8>, EncodeError> {
-                let len = match kind {
-                    Kind::Node => snap.nodes.len(),
-                    Kind::Pod => snap.pods.len(),
+    // Plan without the GIL, take it back only to allocate the `bytes`, then
+    // write the body straight into it without the GIL: one copy of the data.
+    let body = py.detach(|| {
+        guarded("encode", || -> PyResult<Py<PyBytes>> {
+            let err = |e: EncodeError| PyValueError::new_err(e.to_string());
+            let len = match kind {
+                Kind::Node => snap.nodes.len(),
+                Kind::Pod => snap.pods.len(),
+            };
+            let idx = core_encode::check_indices(&raw, len).map_err(err)?;
+            let cache = core_encode::cache_for(&snap);
+            let resolved;
+            let looked_up;
+            let labels: Vec<&LabelSet> = if idx.len() > RESOLVE_ABOVE {
+                resolved = {
+                    let inv = inv.read();
+                    match kind {
+                        Kind::Node => cache.resolved_node_labels(&snap, &inv),
+                        Kind::Pod => cache.resolved_pod_labels(&snap, &inv),
+                    }
                 };
-                let idx = core_encode::check_indices(&raw, len)?;
-                // Resolve labels under the read lock, then encode without it.
-                let labels = {
+                let empty = LabelSet::empty_ref();
+                idx.iter()
+                    .map(|&i| resolved.get(i).and_then(|l| l.as_deref()).unwrap_or(empty))
+                    .collect()
+            } else {
+                looked_up = {
                     let inv = inv.read();
                     match kind {
                         Kind::Node => core_encode::node_labels(&snap, &inv, &idx),
                         Kind::Pod => core_encode::pod_labels(&snap, &inv, &idx),
                     }
                 };
-                match kind {
-                    Kind::Node => core_encode::encode_nodes(&snap, &idx, &labels, &req),
-                    Kind::Pod => core_encode::encode_pods(&snap, &idx, &labels, &req),
-                }
-            })
-        })?
-        .map_err(|e| PyValueError::new_err(e.to_string()))?;
-    Ok(PyBytes::new(py, &body))
+                looked_up.iter().map(|l| &**l).collect()
+            };
+            let plan = match kind {
+                Kind::Node => core_encode::plan_nodes(&cache, &snap, &idx, &labels, &req),
+                Kind::Pod => core_encode::plan_pods(&cache, &snap, &idx, &labels, &req),
+            }
+            .map_err(err)?;
+            let (obj, addr) = Python::attach(|py| alloc_bytes(py, plan.len()))?;
+            // SAFETY: `addr` is the buffer of the `plan.len()`-byte object just
+            // created, referenced only by `obj`; MaybeUninit admits its
+            // uninitialised contents and FillSink never writes past the end.
+            let buf =
+                unsafe { std::slice::from_raw_parts_mut(addr as *mut MaybeUninit<u8>, plan.len()) };
+            let mut sink = FillSink::new(buf);
+            plan.write(&mut sink);
+            if !sink.is_complete() {
+                return Err(PyRuntimeError::new_err(
+                    "internal error in encode (a bug): planned and written sizes differ",
+                ));
+            }
+            Ok(obj)
+        })
+    })??;
+    Ok(body.into_bound(py))
 }
 
 /// A NodeMetricsList (or one NodeMetrics if `single`) for the given indices.

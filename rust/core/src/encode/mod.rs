@@ -11,9 +11,10 @@ pub mod protobuf;
 pub mod table;
 
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
-use crate::inventory::{Inventory, LabelSet};
+use crate::inventory::{Inventory, LabelSet, NamespacePods};
 use crate::quantity::write_rfc3339;
 use crate::snapshot::Snapshot;
 
@@ -184,9 +185,17 @@ impl FragmentCache {
     }
 }
 
+/// Labels of every snapshot item (None: unknown to the inventory), resolved
+/// once per inventory version so full lists need no per-item hash lookups.
+pub type Resolved = Arc<[Option<Arc<LabelSet>>]>;
+
+type ResolvedSlot = Mutex<Option<((u64, u64), Resolved)>>;
+
 /// Everything cached for one snapshot.
 pub struct SnapshotCache {
     shape: Result<(), EncodeError>,
+    node_labels: ResolvedSlot,
+    pod_labels: ResolvedSlot,
     nodes_json: FragmentCache,
     nodes_proto: FragmentCache,
     pods_json: FragmentCache,
@@ -199,12 +208,63 @@ impl SnapshotCache {
         let pods = snap.pods.len();
         SnapshotCache {
             shape: check_shape(snap),
+            node_labels: Mutex::new(None),
+            pod_labels: Mutex::new(None),
             nodes_json: FragmentCache::new(nodes, json::node_fragment),
             nodes_proto: FragmentCache::new(nodes, protobuf::node_fragment),
             pods_json: FragmentCache::new(pods, json::pod_fragment),
             pods_proto: FragmentCache::new(pods, protobuf::pod_fragment),
         }
     }
+}
+
+impl SnapshotCache {
+    /// Labels of every node, from `inv` (cached while `inv` is unchanged).
+    pub fn resolved_node_labels(&self, snap: &Snapshot, inv: &Inventory) -> Resolved {
+        resolve(&self.node_labels, inv, || {
+            snap.nodes
+                .name
+                .iter()
+                .map(|n| inv.node_labels(n).cloned())
+                .collect()
+        })
+    }
+
+    /// Labels of every pod, from `inv` (cached while `inv` is unchanged).
+    pub fn resolved_pod_labels(&self, snap: &Snapshot, inv: &Inventory) -> Resolved {
+        resolve(&self.pod_labels, inv, || {
+            let p = &snap.pods;
+            let mut current: Option<(&str, Option<&NamespacePods>)> = None;
+            p.namespace
+                .iter()
+                .zip(&p.name)
+                .map(|(ns, name)| {
+                    let map = match current {
+                        Some((cached, map)) if cached == ns.as_ref() => map,
+                        _ => {
+                            let map = inv.namespace(ns);
+                            current = Some((ns, map));
+                            map
+                        }
+                    };
+                    map.and_then(|m| m.get(name.as_ref())).cloned()
+                })
+                .collect()
+        })
+    }
+}
+
+fn resolve(slot: &ResolvedSlot, inv: &Inventory, build: impl FnOnce() -> Resolved) -> Resolved {
+    let version = inv.version();
+    let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((v, r)) = guard.as_ref() {
+        if *v == version {
+            return r.clone();
+        }
+    }
+    let r = build();
+    *guard = Some((version, r.clone()));
+    r
 }
 
 /// Every column has the right length and container ranges are in bounds,
@@ -291,6 +351,67 @@ pub fn cache_for(snap: &Arc<Snapshot>) -> Arc<SnapshotCache> {
 
 // --------------------------------------------------------------- assembly --
 
+/// Where a response is written: a `Vec`, or a buffer of exactly the planned
+/// size (e.g. a Python `bytes` object's, so the body is written once).
+pub trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Fills an uninitialised buffer front to back; never writes past its end.
+pub struct FillSink<'b> {
+    buf: &'b mut [MaybeUninit<u8>],
+    pos: usize,
+    overflow: bool,
+}
+
+impl<'b> FillSink<'b> {
+    pub fn new(buf: &'b mut [MaybeUninit<u8>]) -> Self {
+        FillSink {
+            buf,
+            pos: 0,
+            overflow: false,
+        }
+    }
+
+    /// True when exactly the whole buffer was written (else it must not be read).
+    pub fn is_complete(&self) -> bool {
+        !self.overflow && self.pos == self.buf.len()
+    }
+}
+
+impl Sink for FillSink<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        let Some(dst) = self.buf.get_mut(self.pos..self.pos + bytes.len()) else {
+            self.overflow = true;
+            return;
+        };
+        for (d, &b) in dst.iter_mut().zip(bytes) {
+            d.write(b);
+        }
+        self.pos += bytes.len();
+    }
+}
+
+/// A varint in a stack buffer: (bytes, length).
+fn varint(v: u64) -> ([u8; 11], usize) {
+    let mut buf = [0u8; 11];
+    let mut n = 0;
+    let mut v = v;
+    while v >= 0x80 {
+        buf[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    buf[n] = v as u8;
+    (buf, n + 1)
+}
+
 fn now_text(now_s: i64) -> Vec<u8> {
     let mut v = Vec::with_capacity(20);
     write_rfc3339(&mut v, now_s);
@@ -312,32 +433,83 @@ impl Kind {
     }
 }
 
+/// One protobuf item: its cached pieces and the lengths around them.
+struct ProtoPiece<'a> {
+    head: &'a [u8],
+    labels: &'a [u8],
+    tail: &'a [u8],
+    meta_len: usize,
+    msg_len: usize,
+}
+
+enum Body<'a> {
+    /// (head, labels, tail) per item.
+    Json(Vec<(&'a [u8], &'a [u8], &'a [u8])>),
+    Proto(Vec<ProtoPiece<'a>>),
+    /// Built directly (tables: rare and small).
+    Bytes(Vec<u8>),
+}
+
+/// A response with every piece located and its exact size known, ready to be
+/// written into a sink; borrows the snapshot's fragment cache and the labels.
+pub struct Plan<'a> {
+    kind: Kind,
+    req: Request,
+    now: Vec<u8>,
+    body: Body<'a>,
+    len: usize,
+}
+
+pub fn plan_nodes<'a>(
+    cache: &'a SnapshotCache,
+    snap: &'a Snapshot,
+    indices: &[usize],
+    labels: &[&'a LabelSet],
+    req: &Request,
+) -> Result<Plan<'a>, EncodeError> {
+    plan(cache, snap, Kind::Node, indices, labels, req)
+}
+
+pub fn plan_pods<'a>(
+    cache: &'a SnapshotCache,
+    snap: &'a Snapshot,
+    indices: &[usize],
+    labels: &[&'a LabelSet],
+    req: &Request,
+) -> Result<Plan<'a>, EncodeError> {
+    plan(cache, snap, Kind::Pod, indices, labels, req)
+}
+
+/// Convenience: plan and write into a new `Vec`.
 pub fn encode_nodes(
     snap: &Arc<Snapshot>,
     indices: &[usize],
-    labels: &[Arc<LabelSet>],
-    req: &Request,
-) -> Result<Vec<u8>, EncodeError> {
-    encode(snap, Kind::Node, indices, labels, req)
-}
-
-pub fn encode_pods(
-    snap: &Arc<Snapshot>,
-    indices: &[usize],
-    labels: &[Arc<LabelSet>],
-    req: &Request,
-) -> Result<Vec<u8>, EncodeError> {
-    encode(snap, Kind::Pod, indices, labels, req)
-}
-
-fn encode(
-    snap: &Arc<Snapshot>,
-    kind: Kind,
-    indices: &[usize],
-    labels: &[Arc<LabelSet>],
+    labels: &[&LabelSet],
     req: &Request,
 ) -> Result<Vec<u8>, EncodeError> {
     let cache = cache_for(snap);
+    Ok(plan_nodes(&cache, snap, indices, labels, req)?.to_vec())
+}
+
+/// Convenience: plan and write into a new `Vec`.
+pub fn encode_pods(
+    snap: &Arc<Snapshot>,
+    indices: &[usize],
+    labels: &[&LabelSet],
+    req: &Request,
+) -> Result<Vec<u8>, EncodeError> {
+    let cache = cache_for(snap);
+    Ok(plan_pods(&cache, snap, indices, labels, req)?.to_vec())
+}
+
+fn plan<'a>(
+    cache: &'a SnapshotCache,
+    snap: &'a Snapshot,
+    kind: Kind,
+    indices: &[usize],
+    labels: &[&'a LabelSet],
+    req: &Request,
+) -> Result<Plan<'a>, EncodeError> {
     cache.shape.clone()?;
     let len = match kind {
         Kind::Node => snap.nodes.len(),
@@ -352,161 +524,197 @@ fn encode(
     if req.single && indices.len() != 1 {
         return Err(EncodeError::NotSingle(indices.len()));
     }
-    let empty = LabelSet::empty();
-    let label_at = |k: usize| -> &LabelSet { labels.get(k).map_or(&empty, |l| l) };
+    let empty = LabelSet::empty_ref();
+    let label_at = |k: usize| -> &'a LabelSet { labels.get(k).copied().unwrap_or(empty) };
     let now = now_text(req.now_s);
-    Ok(match req.format {
+    let (item_kind, list_kind) = kind.names();
+    let gv = req.api_version.group_version();
+    let (body, len) = match req.format {
         Format::Table => {
             let ls: Vec<&LabelSet> = (0..indices.len()).map(label_at).collect();
-            match kind {
+            let b = match kind {
                 Kind::Node => table::nodes(snap, indices, &ls, &now),
                 Kind::Pod => table::pods(snap, indices, &ls, &now),
-            }
+            };
+            let n = b.len();
+            (Body::Bytes(b), n)
         }
         Format::Json => {
             let frags = match kind {
                 Kind::Node => &cache.nodes_json,
                 Kind::Pod => &cache.pods_json,
             };
-            assemble_json(snap, frags, kind, indices, &label_at, req, &now)
+            let pieces: Vec<(&[u8], &[u8], &[u8])> = indices
+                .iter()
+                .enumerate()
+                .map(|(k, &i)| {
+                    let (head, tail) = frags.get(snap, i);
+                    (head, label_at(k).json(), tail)
+                })
+                .collect();
+            // `{` head now `"` labels tail, plus a comma between items.
+            let items: usize = pieces
+                .iter()
+                .map(|(h, l, t)| 3 + h.len() + now.len() + l.len() + t.len())
+                .sum::<usize>()
+                .saturating_sub(1);
+            let frame = if req.single {
+                r#"{"kind":"","apiVersion":"","#.len() + item_kind.len() + gv.len() - 1
+            } else {
+                r#"{"kind":"","apiVersion":"","metadata":{},"items":[]}"#.len()
+                    + list_kind.len()
+                    + gv.len()
+            };
+            (Body::Json(pieces), items + frame + 1)
         }
         Format::Protobuf => {
+            use protobuf::{field_len, time_field_len};
             let frags = match kind {
                 Kind::Node => &cache.nodes_proto,
                 Kind::Pod => &cache.pods_proto,
             };
-            assemble_proto(snap, frags, kind, indices, &label_at, req)
+            let ts_len = time_field_len(req.now_s);
+            let pieces: Vec<ProtoPiece> = indices
+                .iter()
+                .enumerate()
+                .map(|(k, &i)| {
+                    let (head, tail) = frags.get(snap, i);
+                    let labels = label_at(k).proto();
+                    let meta_len = head.len() + ts_len + labels.len();
+                    ProtoPiece {
+                        head,
+                        labels,
+                        tail,
+                        meta_len,
+                        msg_len: field_len(meta_len) + tail.len(),
+                    }
+                })
+                .collect();
+            let raw = raw_len(&pieces, req.single);
+            let type_kind = if req.single { item_kind } else { list_kind };
+            let mut head = Vec::new();
+            protobuf::write_envelope_head(&mut head, gv, type_kind, raw);
+            (
+                Body::Proto(pieces),
+                head.len() + raw + protobuf::UNKNOWN_TAIL.len(),
+            )
         }
+    };
+    Ok(Plan {
+        kind,
+        req: *req,
+        now,
+        body,
+        len,
     })
 }
 
-fn assemble_json<'l>(
-    snap: &Snapshot,
-    frags: &FragmentCache,
-    kind: Kind,
-    indices: &[usize],
-    label_at: &dyn Fn(usize) -> &'l LabelSet,
-    req: &Request,
-    now: &[u8],
-) -> Vec<u8> {
-    let (item_kind, list_kind) = kind.names();
-    let gv = req.api_version.group_version();
-    let pieces: Vec<(&[u8], &[u8], &[u8])> = indices
-        .iter()
-        .enumerate()
-        .map(|(k, &i)| {
-            let (head, tail) = frags.get(snap, i);
-            (head, label_at(k).json(), tail)
-        })
-        .collect();
-    let items: usize = pieces
-        .iter()
-        .map(|(h, l, t)| 3 + h.len() + now.len() + l.len() + t.len())
-        .sum();
-    let mut out = Vec::with_capacity(items + 128);
-    let write_item = |out: &mut Vec<u8>, (h, l, t): &(&[u8], &[u8], &[u8])| {
-        out.extend_from_slice(h);
-        out.extend_from_slice(now);
-        out.push(b'"');
-        out.extend_from_slice(l);
-        out.extend_from_slice(t);
-    };
-    if req.single {
-        out.extend_from_slice(b"{\"kind\":\"");
-        out.extend_from_slice(item_kind.as_bytes());
-        out.extend_from_slice(b"\",\"apiVersion\":\"");
-        out.extend_from_slice(gv.as_bytes());
-        out.extend_from_slice(b"\",");
-        if let Some(p) = pieces.first() {
-            write_item(&mut out, p);
-        }
+fn raw_len(pieces: &[ProtoPiece<'_>], single: bool) -> usize {
+    if single {
+        pieces.first().map_or(0, |p| p.msg_len)
     } else {
-        out.extend_from_slice(b"{\"kind\":\"");
-        out.extend_from_slice(list_kind.as_bytes());
-        out.extend_from_slice(b"\",\"apiVersion\":\"");
-        out.extend_from_slice(gv.as_bytes());
-        out.extend_from_slice(b"\",\"metadata\":{},\"items\":[");
-        for (k, p) in pieces.iter().enumerate() {
-            if k > 0 {
-                out.push(b',');
-            }
-            out.push(b'{');
-            write_item(&mut out, p);
-        }
-        out.extend_from_slice(b"]}");
+        protobuf::EMPTY_LIST_META.len()
+            + pieces
+                .iter()
+                .map(|p| protobuf::field_len(p.msg_len))
+                .sum::<usize>()
     }
-    // Go's json.Encoder ends every document with a newline.
-    out.push(b'\n');
-    out
 }
 
-/// One protobuf item: its cached pieces and the lengths around them.
-struct ProtoPiece<'a> {
-    head: &'a [u8],
-    labels: &'a [u8],
-    tail: &'a [u8],
-    meta_len: usize,
-    msg_len: usize,
-}
+impl Plan<'_> {
+    /// The exact number of bytes [`Plan::write`] produces.
+    pub fn len(&self) -> usize {
+        self.len
+    }
 
-fn assemble_proto<'l>(
-    snap: &Snapshot,
-    frags: &FragmentCache,
-    kind: Kind,
-    indices: &[usize],
-    label_at: &dyn Fn(usize) -> &'l LabelSet,
-    req: &Request,
-) -> Vec<u8> {
-    use protobuf::{field_len, time_field_len, write_time_field, write_varint};
-    let (item_kind, list_kind) = kind.names();
-    let ts_len = time_field_len(req.now_s);
-    let pieces: Vec<ProtoPiece> = indices
-        .iter()
-        .enumerate()
-        .map(|(k, &i)| {
-            let (head, tail) = frags.get(snap, i);
-            let labels = label_at(k).proto();
-            let meta_len = head.len() + ts_len + labels.len();
-            ProtoPiece {
-                head,
-                labels,
-                tail,
-                meta_len,
-                msg_len: field_len(meta_len) + tail.len(),
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len);
+        self.write(&mut out);
+        out
+    }
+
+    pub fn write(&self, out: &mut impl Sink) {
+        let (item_kind, list_kind) = self.kind.names();
+        let gv = self.req.api_version.group_version().as_bytes();
+        let now = &self.now[..];
+        match &self.body {
+            Body::Bytes(b) => out.put(b),
+            Body::Json(pieces) => {
+                let item = |out: &mut dyn FnMut(&[u8]), (h, l, t): &(&[u8], &[u8], &[u8])| {
+                    out(h);
+                    out(now);
+                    out(b"\"");
+                    out(l);
+                    out(t);
+                };
+                let mut put = |b: &[u8]| out.put(b);
+                put(b"{\"kind\":\"");
+                if self.req.single {
+                    put(item_kind.as_bytes());
+                    put(b"\",\"apiVersion\":\"");
+                    put(gv);
+                    put(b"\",");
+                    if let Some(p) = pieces.first() {
+                        item(&mut put, p);
+                    }
+                } else {
+                    put(list_kind.as_bytes());
+                    put(b"\",\"apiVersion\":\"");
+                    put(gv);
+                    put(b"\",\"metadata\":{},\"items\":[");
+                    for (k, p) in pieces.iter().enumerate() {
+                        put(if k > 0 { b",{" } else { b"{" });
+                        item(&mut put, p);
+                    }
+                    put(b"]}");
+                }
+                // Go's json.Encoder ends every document with a newline.
+                put(b"\n");
             }
-        })
-        .collect();
-    let write_msg = |out: &mut Vec<u8>, p: &ProtoPiece| {
-        out.push(0x0a); // metadata = 1
-        write_varint(out, p.meta_len as u64);
-        out.extend_from_slice(p.head);
-        write_time_field(out, 8, req.now_s);
-        out.extend_from_slice(p.labels);
-        out.extend_from_slice(p.tail);
-    };
-    let gv = req.api_version.group_version();
-    let (type_kind, raw_len) = if req.single {
-        (item_kind, pieces.first().map_or(0, |p| p.msg_len))
-    } else {
-        let items: usize = pieces.iter().map(|p| field_len(p.msg_len)).sum();
-        (list_kind, protobuf::EMPTY_LIST_META.len() + items)
-    };
-    let mut out = Vec::with_capacity(raw_len + 64);
-    protobuf::write_envelope_head(&mut out, gv, type_kind, raw_len);
-    if req.single {
-        if let Some(p) = pieces.first() {
-            write_msg(&mut out, p);
-        }
-    } else {
-        out.extend_from_slice(protobuf::EMPTY_LIST_META);
-        for p in &pieces {
-            out.push(0x12); // items = 2
-            write_varint(&mut out, p.msg_len as u64);
-            write_msg(&mut out, p);
+            Body::Proto(pieces) => {
+                let single = self.req.single;
+                let type_kind = if single { item_kind } else { list_kind };
+                let mut head = Vec::with_capacity(64);
+                protobuf::write_envelope_head(
+                    &mut head,
+                    self.req.api_version.group_version(),
+                    type_kind,
+                    raw_len(pieces, single),
+                );
+                out.put(&head);
+                let mut ts = Vec::with_capacity(16);
+                protobuf::write_time_field(&mut ts, 8, self.req.now_s);
+                let msg = |out: &mut dyn FnMut(&[u8]), p: &ProtoPiece<'_>| {
+                    out(&[0x0a]); // metadata = 1
+                    let (len, n) = varint(p.meta_len as u64);
+                    out(&len[..n]);
+                    out(p.head);
+                    out(&ts);
+                    out(p.labels);
+                    out(p.tail);
+                };
+                let mut put = |b: &[u8]| out.put(b);
+                if single {
+                    if let Some(p) = pieces.first() {
+                        msg(&mut put, p);
+                    }
+                } else {
+                    put(protobuf::EMPTY_LIST_META);
+                    for p in pieces {
+                        put(&[0x12]); // items = 2
+                        let (len, n) = varint(p.msg_len as u64);
+                        put(&len[..n]);
+                        msg(&mut put, p);
+                    }
+                }
+                put(protobuf::UNKNOWN_TAIL);
+            }
         }
     }
-    out.extend_from_slice(protobuf::UNKNOWN_TAIL);
-    out
 }
 
 #[cfg(test)]
@@ -564,6 +772,69 @@ mod tests {
         }
     }
 
+    fn refs(v: &[Arc<LabelSet>]) -> Vec<&LabelSet> {
+        v.iter().map(|l| &**l).collect()
+    }
+
+    #[test]
+    fn planned_length_is_exact_and_fill_sink_matches_vec() {
+        let s = snapshot();
+        let cache = cache_for(&s);
+        let l = LabelSet::new([("a", "<&>\u{2028}"), ("b", "")]);
+        for format in [Format::Json, Format::Protobuf, Format::Table] {
+            for (idx, single) in [
+                (&[][..], false),
+                (&[1][..], false),
+                (&[0, 1, 0][..], false),
+                (&[1][..], true),
+            ] {
+                for labels in [vec![], vec![&l; idx.len()]] {
+                    let r = req(format, single);
+                    let p = plan_pods(&cache, &s, idx, &labels, &r).unwrap();
+                    let v = p.to_vec();
+                    assert_eq!(p.len(), v.len(), "{format:?} {idx:?} {single}");
+                    let mut buf = vec![MaybeUninit::new(0xAAu8); p.len()];
+                    let mut sink = FillSink::new(&mut buf);
+                    p.write(&mut sink);
+                    assert!(sink.is_complete());
+                    let filled: Vec<u8> = buf.iter().map(|b| unsafe { b.assume_init() }).collect();
+                    assert_eq!(filled, v);
+                    // A too-small buffer is reported, never overrun.
+                    let mut small = vec![MaybeUninit::new(0u8); p.len().saturating_sub(1)];
+                    let mut sink = FillSink::new(&mut small);
+                    p.write(&mut sink);
+                    assert!(!sink.is_complete());
+                    let n = plan_nodes(&cache, &s, idx, &labels, &r).unwrap();
+                    assert_eq!(n.len(), n.to_vec().len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn resolved_labels_follow_the_inventory_version() {
+        let s = snapshot();
+        let cache = cache_for(&s);
+        let mut inv = Inventory::new();
+        inv.set_pod("default", "web", LabelSet::new([("app", "web")]));
+        let r1 = cache.resolved_pod_labels(&s, &inv);
+        assert_eq!(r1.len(), 2);
+        assert_eq!(r1[0].as_ref().unwrap().get("app"), Some("web"));
+        assert!(r1[1].is_none());
+        assert!(Arc::ptr_eq(&r1, &cache.resolved_pod_labels(&s, &inv)));
+        inv.set_pod("kube-system", "dns", LabelSet::new([("k", "v")]));
+        let r2 = cache.resolved_pod_labels(&s, &inv);
+        assert_eq!(r2[1].as_ref().unwrap().get("k"), Some("v"));
+        let other = Inventory::new();
+        assert!(cache
+            .resolved_pod_labels(&s, &other)
+            .iter()
+            .all(Option::is_none));
+        inv.set_node("node-b", LabelSet::new([("n", "b")]));
+        let n = cache.resolved_node_labels(&s, &inv);
+        assert!(n[0].is_none() && n[1].as_ref().unwrap().get("n") == Some("b"));
+    }
+
     fn text(b: Vec<u8>) -> String {
         String::from_utf8(b).unwrap()
     }
@@ -575,7 +846,7 @@ mod tests {
             Arc::new(LabelSet::new([("role", "worker")])),
             LabelSet::empty(),
         ];
-        let out = encode_nodes(&s, &[0, 1], &labels, &req(Format::Json, false)).unwrap();
+        let out = encode_nodes(&s, &[0, 1], &refs(&labels), &req(Format::Json, false)).unwrap();
         assert_eq!(
             text(out),
             concat!(
@@ -594,7 +865,7 @@ mod tests {
         let s = snapshot();
         let mut r = req(Format::Json, true);
         r.api_version = ApiVersion::V1;
-        let out = encode_pods(&s, &[0], &[LabelSet::empty()], &r).unwrap();
+        let out = encode_pods(&s, &[0], &[LabelSet::empty_ref()], &r).unwrap();
         assert_eq!(
             text(out),
             concat!(
@@ -633,8 +904,8 @@ mod tests {
         // Labels are not cached with fragments: a later change shows up.
         let l1 = vec![Arc::new(LabelSet::new([("v", "1")]))];
         let l2 = vec![Arc::new(LabelSet::new([("v", "2")]))];
-        let one = text(encode_pods(&s, &[1], &l1, &req(Format::Json, false)).unwrap());
-        let two = text(encode_pods(&s, &[1], &l2, &req(Format::Json, false)).unwrap());
+        let one = text(encode_pods(&s, &[1], &refs(&l1), &req(Format::Json, false)).unwrap());
+        let two = text(encode_pods(&s, &[1], &refs(&l2), &req(Format::Json, false)).unwrap());
         assert!(one.contains(r#""labels":{"v":"1"}"#) && two.contains(r#""labels":{"v":"2"}"#));
     }
 
@@ -660,7 +931,7 @@ mod tests {
     fn table_sums_containers() {
         let s = snapshot();
         let labels = vec![Arc::new(LabelSet::new([("app", "web")]))];
-        let out = text(encode_pods(&s, &[0], &labels, &req(Format::Table, false)).unwrap());
+        let out = text(encode_pods(&s, &[0], &refs(&labels), &req(Format::Table, false)).unwrap());
         assert!(out.starts_with(r#"{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{},"columnDefinitions":[{"name":"Name","type":"string","format":"name","description":"Name of the resource","priority":0},"#));
         // 500m + 20u = 500020u; 3Mi + 1536 = 3147264
         assert!(out.contains(
@@ -709,7 +980,7 @@ mod tests {
     fn protobuf_list_decodes_to_the_same_values() {
         let s = snapshot();
         let labels = vec![LabelSet::empty(), Arc::new(LabelSet::new([("k", "v")]))];
-        let out = encode_pods(&s, &[0, 1], &labels, &req(Format::Protobuf, false)).unwrap();
+        let out = encode_pods(&s, &[0, 1], &refs(&labels), &req(Format::Protobuf, false)).unwrap();
         assert_eq!(&out[..4], b"k8s\0");
         let unknown = fields(&out[4..]);
         assert_eq!(unknown.len(), 4);
