@@ -55,7 +55,7 @@ bench-compare: build
 	$(BENCH) --benchmark-compare --benchmark-compare-fail=median:25%
 
 fuzz:
-	cd rust/fuzz && cargo +nightly fuzz run parse -- -max_total_time=$${FUZZ_SECONDS:-600}
+	cd rust/fuzz && cargo +nightly fuzz run --fuzz-dir . parse corpus/parse seeds -- -dict=parse.dict -max_total_time=$${FUZZ_SECONDS:-600}
 
 clean:
 	rm -rf .venv target
