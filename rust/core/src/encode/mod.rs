@@ -391,8 +391,15 @@ impl Sink for FillSink<'_> {
             self.overflow = true;
             return;
         };
-        for (d, &b) in dst.iter_mut().zip(bytes) {
-            d.write(b);
+        // SAFETY: `dst` was sliced to exactly `bytes.len()` elements, and a
+        // shared `&[u8]` cannot overlap the exclusively borrowed buffer.
+        // (MaybeUninit::write_copy_of_slice needs a newer MSRV.)
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                dst.as_mut_ptr().cast::<u8>(),
+                bytes.len(),
+            );
         }
         self.pos += bytes.len();
     }
@@ -644,36 +651,36 @@ impl Plan<'_> {
         match &self.body {
             Body::Bytes(b) => out.put(b),
             Body::Json(pieces) => {
-                let item = |out: &mut dyn FnMut(&[u8]), (h, l, t): &(&[u8], &[u8], &[u8])| {
-                    out(h);
-                    out(now);
-                    out(b"\"");
-                    out(l);
-                    out(t);
-                };
-                let mut put = |b: &[u8]| out.put(b);
-                put(b"{\"kind\":\"");
+                out.put(b"{\"kind\":\"");
                 if self.req.single {
-                    put(item_kind.as_bytes());
-                    put(b"\",\"apiVersion\":\"");
-                    put(gv);
-                    put(b"\",");
-                    if let Some(p) = pieces.first() {
-                        item(&mut put, p);
-                    }
+                    out.put(item_kind.as_bytes());
+                    out.put(b"\",\"apiVersion\":\"");
+                    out.put(gv);
+                    out.put(b"\",");
                 } else {
-                    put(list_kind.as_bytes());
-                    put(b"\",\"apiVersion\":\"");
-                    put(gv);
-                    put(b"\",\"metadata\":{},\"items\":[");
-                    for (k, p) in pieces.iter().enumerate() {
-                        put(if k > 0 { b",{" } else { b"{" });
-                        item(&mut put, p);
+                    out.put(list_kind.as_bytes());
+                    out.put(b"\",\"apiVersion\":\"");
+                    out.put(gv);
+                    out.put(b"\",\"metadata\":{},\"items\":[");
+                }
+                for (k, (h, l, t)) in pieces.iter().enumerate() {
+                    if !self.req.single {
+                        out.put(if k > 0 { b",{" } else { b"{" });
                     }
-                    put(b"]}");
+                    out.put(h);
+                    out.put(now);
+                    out.put(b"\"");
+                    out.put(l);
+                    out.put(t);
+                    if self.req.single {
+                        break;
+                    }
+                }
+                if !self.req.single {
+                    out.put(b"]}");
                 }
                 // Go's json.Encoder ends every document with a newline.
-                put(b"\n");
+                out.put(b"\n");
             }
             Body::Proto(pieces) => {
                 let single = self.req.single;
@@ -686,32 +693,36 @@ impl Plan<'_> {
                     raw_len(pieces, single),
                 );
                 out.put(&head);
+                if !single {
+                    out.put(protobuf::EMPTY_LIST_META);
+                }
                 let mut ts = Vec::with_capacity(16);
                 protobuf::write_time_field(&mut ts, 8, self.req.now_s);
-                let msg = |out: &mut dyn FnMut(&[u8]), p: &ProtoPiece<'_>| {
-                    out(&[0x0a]); // metadata = 1
-                    let (len, n) = varint(p.meta_len as u64);
-                    out(&len[..n]);
-                    out(p.head);
-                    out(&ts);
-                    out(p.labels);
-                    out(p.tail);
-                };
-                let mut put = |b: &[u8]| out.put(b);
-                if single {
-                    if let Some(p) = pieces.first() {
-                        msg(&mut put, p);
+                for p in pieces {
+                    // items = 2 (lists), then metadata = 1: tags and lengths
+                    // assembled on the stack and written in one go.
+                    let mut pre = [0u8; 24];
+                    let mut n = 0;
+                    if !single {
+                        pre[0] = 0x12;
+                        let (len, k) = varint(p.msg_len as u64);
+                        pre[1..1 + k].copy_from_slice(&len[..k]);
+                        n = 1 + k;
                     }
-                } else {
-                    put(protobuf::EMPTY_LIST_META);
-                    for p in pieces {
-                        put(&[0x12]); // items = 2
-                        let (len, n) = varint(p.msg_len as u64);
-                        put(&len[..n]);
-                        msg(&mut put, p);
+                    pre[n] = 0x0a;
+                    let (len, k) = varint(p.meta_len as u64);
+                    pre[n + 1..n + 1 + k].copy_from_slice(&len[..k]);
+                    n += 1 + k;
+                    out.put(&pre[..n]);
+                    out.put(p.head);
+                    out.put(&ts);
+                    out.put(p.labels);
+                    out.put(p.tail);
+                    if single {
+                        break;
                     }
                 }
-                put(protobuf::UNKNOWN_TAIL);
+                out.put(protobuf::UNKNOWN_TAIL);
             }
         }
     }
