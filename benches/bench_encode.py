@@ -256,6 +256,17 @@ def test_encode_pods_json_150k_cold(benchmark: Any, env: Env) -> None:
     _record(benchmark, "pods_json_150k_cold", "python_dicts_orjson_150k")
 
 
+def test_warm_cache_protobuf_150k(benchmark: Any, env: Env) -> None:
+    """Building every protobuf fragment of a new snapshot (what a worker thread can do
+    right after each scrape, off the request path)."""
+
+    def fresh() -> tuple[tuple[_native.Snapshot], dict[str, Any]]:
+        return (env.store.snapshot(T0_MS + WINDOW_MS + 1000),), {}
+
+    benchmark.pedantic(_native.warm_cache, setup=fresh, rounds=3, iterations=1)
+    _record(benchmark, "warm_cache_protobuf_150k")
+
+
 def test_select_all_pods_150k(benchmark: Any, env: Env) -> None:
     idx = benchmark.pedantic(
         _native.select_pods, args=(env.snap, env.inv, None, "", ""), rounds=15, iterations=1

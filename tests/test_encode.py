@@ -712,3 +712,17 @@ def test_large_lists_use_resolved_labels_and_follow_changes() -> None:
     ]
     assert list(_native.select_pods(snap, inv, None, "app=a1", "")) == a1
     assert 700 < len(a1) <= 750
+
+
+def test_warm_cache_builds_the_same_bodies() -> None:
+    snap, inv = build(sample_cluster())
+    idx = _native.select_pods(snap, inv, None, "", "")
+    for fmt in ("protobuf", "json", "table"):
+        _native.warm_cache(snap, fmt)
+    cold_snap, _ = build(sample_cluster())
+    for fmt in ("protobuf", "json"):
+        assert encode("pods", snap, inv, idx, fmt=fmt) == encode(
+            "pods", cold_snap, inv, idx, fmt=fmt
+        )
+    with pytest.raises(ValueError, match="fmt"):
+        _native.warm_cache(snap, "xml")

@@ -155,6 +155,10 @@ def encode_pods(
 ) -> bytes:
     """PodMetricsList (PodMetrics if `single`); see `encode_nodes`."""
 
+def warm_cache(snapshot: Snapshot, fmt: str = "protobuf") -> None:
+    """Build the snapshot's cached fragments for `fmt` now (GIL released), e.g. in a worker
+    thread after each scrape, so the first full list is as fast as later ones."""
+
 def format_cpu(nanocores: int) -> str:
     """Canonical DecimalSI quantity of a CPU rate in nanocores: `123456789n`, `20u`, `500m`, `1`."""
 

@@ -299,6 +299,25 @@ fn encode_pods<'py>(
     )
 }
 
+/// Build all of a snapshot's cached response fragments for `fmt` now, with
+/// the GIL released (e.g. from a worker thread right after each scrape), so
+/// the first full list served from it is as fast as the next ones.
+#[pyfunction]
+#[pyo3(signature = (snapshot, fmt="protobuf"))]
+fn warm_cache(py: Python<'_>, snapshot: &Bound<'_, Snapshot>, fmt: &str) -> PyResult<()> {
+    let format = Format::parse(fmt).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "fmt must be \"json\", \"protobuf\" or \"table\", got {fmt:?}"
+        ))
+    })?;
+    let snap = snapshot.get().inner.clone();
+    py.detach(|| {
+        guarded("warm_cache", || {
+            core_encode::cache_for(&snap).warm(&snap, format)
+        })
+    })
+}
+
 /// Canonical CPU quantity of a rate in nanocores (`500m`, `20u`, `1`).
 #[pyfunction]
 fn format_cpu(nanocores: u64) -> String {
@@ -323,6 +342,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(select_pods, m)?)?;
     m.add_function(wrap_pyfunction!(encode_nodes, m)?)?;
     m.add_function(wrap_pyfunction!(encode_pods, m)?)?;
+    m.add_function(wrap_pyfunction!(warm_cache, m)?)?;
     m.add_function(wrap_pyfunction!(format_cpu, m)?)?;
     m.add_function(wrap_pyfunction!(format_memory, m)?)?;
     m.add_function(wrap_pyfunction!(format_duration, m)?)?;

@@ -219,6 +219,24 @@ impl SnapshotCache {
 }
 
 impl SnapshotCache {
+    /// Build every fragment of `format` now (e.g. in the background right
+    /// after a scrape), so the first full list does not pay for it.
+    pub fn warm(&self, snap: &Snapshot, format: Format) {
+        if self.shape.is_err() {
+            return;
+        }
+        let caches = match format {
+            Format::Json => [&self.nodes_json, &self.pods_json],
+            Format::Protobuf => [&self.nodes_proto, &self.pods_proto],
+            Format::Table => return,
+        };
+        for c in caches {
+            for i in (0..c.len).step_by(CHUNK) {
+                c.get(snap, i);
+            }
+        }
+    }
+
     /// Labels of every node, from `inv` (cached while `inv` is unchanged).
     pub fn resolved_node_labels(&self, snap: &Snapshot, inv: &Inventory) -> Resolved {
         resolve(&self.node_labels, inv, || {
@@ -820,6 +838,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn warming_builds_the_same_fragments() {
+        let s = snapshot();
+        let cold = encode_pods(&s, &[0, 1], &[], &req(Format::Protobuf, false)).unwrap();
+        let warm_snap = Arc::new((*s).clone());
+        let cache = cache_for(&warm_snap);
+        cache.warm(&warm_snap, Format::Protobuf);
+        cache.warm(&warm_snap, Format::Json);
+        assert!(cache.pods_proto.chunks.iter().all(|c| c.get().is_some()));
+        let warm = encode_pods(&warm_snap, &[0, 1], &[], &req(Format::Protobuf, false)).unwrap();
+        assert_eq!(cold, warm);
     }
 
     #[test]
