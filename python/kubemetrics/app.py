@@ -35,6 +35,7 @@ from cryptography.x509.oid import NameOID
 
 from kubemetrics import _native
 from kubemetrics.api.routes import ApiDependencies, build_app
+from kubemetrics.auth import AuthConfigError, Security, TLSConfigError, start_security
 from kubemetrics.config import Config, ServingConfig
 from kubemetrics.health import HealthChecks, ShutdownCheck, close_checks, standard_checks
 from kubemetrics.kube.client import ApiClient, ConfigError, load_credentials
@@ -303,6 +304,7 @@ class Server:
         self._parts: _Parts | None = None
         self._client: ApiClient | None = None
         self._runner: web.AppRunner | None = None
+        self._security: Security | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -328,6 +330,10 @@ class Server:
             raise StartupError(f"kubelet client: {e}") from e
 
         client = self._client = ApiClient(creds)
+        try:
+            security = self._security = await start_security(c, client)
+        except AuthConfigError as e:
+            raise StartupError(f"delegated authentication: {e}") from e
         store = _native.Store(c.metric_resolution)
         inventory = _native.Inventory()
         discovery = Discovery(
@@ -359,7 +365,12 @@ class Server:
         )
         app = build_app(
             ApiDependencies(
-                snapshot=keeper.current, inventory=inventory, health=health, metrics=metrics
+                snapshot=keeper.current,
+                inventory=inventory,
+                health=health,
+                metrics=metrics,
+                authenticator=security.authenticator,
+                authorizer=security.authorizer,
             )
         )
         runner = self._runner = web.AppRunner(
@@ -392,9 +403,9 @@ class Server:
     async def _tls(self) -> ssl.SSLContext:
         s = self.config.serving
         if s.tls_cert_file is not None and s.tls_private_key_file is not None:
-            return server_ssl_context(s, s.tls_cert_file, s.tls_private_key_file)
+            return await self._serving_tls(s.tls_cert_file, s.tls_private_key_file)
         cert, key, created = await asyncio.to_thread(ensure_self_signed, s)
-        ctx = server_ssl_context(s, cert, key)
+        ctx = await self._serving_tls(cert, key)
         try:
             bundle = await asyncio.to_thread(_ca_bundle_hint, cert)
         except (OSError, ValueError):
@@ -417,6 +428,14 @@ class Server:
         if s.sni_cert_keys:
             log.warning("--tls-sni-cert-key is not supported yet; serving the default pair only")
         return ctx
+
+    async def _serving_tls(self, cert: str, key: str) -> ssl.SSLContext:
+        # Reloaded when the files or the client CAs change (auth.tls).
+        assert self._security is not None
+        try:
+            return await self._security.serving_tls(self.config, cert, key).start()
+        except (TLSConfigError, OSError) as e:
+            raise StartupError(str(e)) from e
 
     async def _scrape_when_synced(self) -> None:
         assert self._parts is not None
@@ -462,6 +481,8 @@ class Server:
         if self._parts is not None:
             await self._parts.scraper.close()
             await self._parts.keeper.close()
+        if self._security is not None:
+            await self._security.close()
         if self._client is not None:
             await self._client.close()
         if self._runner is not None:

@@ -55,6 +55,8 @@ class ServerProcess:
         self.host = ""
         self.port = 0
         self._ssl: ssl.SSLContext | None = None
+        # (cert, key) presented by get(): the server authorizes every path but the probes.
+        self.client_cert: tuple[str, str] | None = None
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -106,6 +108,8 @@ class ServerProcess:
             return ssl.create_default_context(cafile=cafile)
         if self._ssl is None:
             self._ssl = ssl.create_default_context(cafile=str(self.cert_file))
+            if self.client_cert is not None:
+                self._ssl.load_cert_chain(*self.client_cert)
         return self._ssl
 
     @property
@@ -163,6 +167,8 @@ class Cluster:
             root / "sim", nodes=nodes, pods_per_node=pods_per_node, seed=seed, refresh_ms=REFRESH_MS
         ).start()
         server = ServerProcess(root / "server", server_args(sim, root / "server"))
+        # Direct requests authenticate as the cluster admin (client CA = the cluster CA).
+        server.client_cert = (sim.file("admin_cert"), sim.file("admin_key"))
         try:
             server.start()
             sim.set_backend(

@@ -1,0 +1,158 @@
+"""Delegated authorization: may this user do this?
+
+In upstream's order (k8s.io/apiserver's delegating authorizer), first decision wins:
+
+1. a user in an always-allowed group (`system:masters`) may do anything — this is what lets
+   kube-apiserver's availability probe (`system:kube-aggregator`) through;
+2. non-resource requests to `--authorization-always-allow-paths` (exact, or a prefix when the
+   entry ends in `*`) are allowed for everyone;
+3. everything else is a `SubjectAccessReview` (authorization.k8s.io/v1) for the end user; allowed
+   and denied answers are cached for their own TTLs.
+
+A review that cannot be made (API server unreachable, an error status) is neither allowed nor
+denied: the request fails with 500, as kube-apiserver's authorization filter answers when its
+authorizer errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubemetrics.api.hooks import ALLOW, Decision, RequestAttributes, UserInfo
+from kubemetrics.api.status import ApiError as HttpError
+from kubemetrics.api.status import internal_error
+from kubemetrics.auth.authn import REVIEW_TIMEOUT, ReviewClient
+from kubemetrics.auth.cache import TTLCache
+from kubemetrics.kube.client import ApiConnectionError, ApiError
+
+log = logging.getLogger("kubemetrics.auth")
+
+SUBJECT_ACCESS_REVIEW_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+
+
+class PathMatcher:
+    """`--authorization-always-allow-paths`: exact paths, or prefixes written `/prefix*`."""
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        self._exact = frozenset(p for p in patterns if not p.endswith("*"))
+        self._prefixes = tuple(p[:-1] for p in patterns if p.endswith("*"))
+
+    def __call__(self, path: str) -> bool:
+        return path in self._exact or any(path.startswith(p) for p in self._prefixes)
+
+
+def _review_key(a: RequestAttributes) -> tuple[Any, ...]:
+    u = a.user
+    extra = tuple(sorted((k, tuple(v)) for k, v in u.extra.items()))
+    if a.resource_request:
+        what: tuple[str, ...] = (
+            "r",
+            a.verb,
+            a.api_group,
+            a.api_version,
+            a.resource,
+            a.subresource,
+            a.namespace,
+            a.name,
+        )
+    else:
+        what = ("n", a.verb, a.path)
+    return (u.name, u.uid, tuple(u.groups), extra, what)
+
+
+def subject_access_review(a: RequestAttributes) -> dict[str, Any]:
+    """The SubjectAccessReview body for these attributes (end user, resource or path)."""
+    u: UserInfo = a.user
+    spec: dict[str, Any] = {"user": u.name, "groups": list(u.groups)}
+    if u.uid:
+        spec["uid"] = u.uid
+    if u.extra:
+        spec["extra"] = {k: list(v) for k, v in u.extra.items()}
+    if a.resource_request:
+        spec["resourceAttributes"] = {
+            k: v
+            for k, v in (
+                ("namespace", a.namespace),
+                ("verb", a.verb),
+                ("group", a.api_group),
+                ("version", a.api_version),
+                ("resource", a.resource),
+                ("subresource", a.subresource),
+                ("name", a.name),
+            )
+            if v
+        }
+    else:
+        spec["nonResourceAttributes"] = {"path": a.path, "verb": a.verb}
+    return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+
+
+@dataclass(frozen=True)
+class _Answer:
+    decision: Decision
+    denied: bool = False  # an explicit deny, as opposed to "no opinion"
+
+
+class DelegatingAuthorizer:
+    """The `api.hooks.Authorizer`."""
+
+    def __init__(
+        self,
+        client: ReviewClient | None,
+        *,
+        always_allow_groups: tuple[str, ...] = ("system:masters",),
+        always_allow_paths: tuple[str, ...] = ("/healthz", "/readyz", "/livez"),
+        allowed_ttl: float = 10.0,
+        denied_ttl: float = 10.0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._client = client
+        self._groups = frozenset(always_allow_groups)
+        self._paths = PathMatcher(always_allow_paths)
+        kwargs: dict[str, Any] = {"clock": clock} if clock is not None else {}
+        self._cache: TTLCache[tuple[Any, ...], _Answer] = TTLCache(
+            lambda a: allowed_ttl if a.decision.allowed else denied_ttl, **kwargs
+        )
+        self.reviews = 0  # SubjectAccessReviews sent, for tests and debugging
+
+    @property
+    def cache(self) -> TTLCache[tuple[Any, ...], _Answer]:
+        return self._cache
+
+    async def authorize(self, attributes: RequestAttributes) -> Decision:
+        if self._groups.intersection(attributes.user.groups):
+            return ALLOW
+        if not attributes.resource_request and self._paths(attributes.path):
+            return ALLOW
+        if self._client is None:
+            return Decision(False, "no authorization-kubeconfig to ask the cluster with")
+        answer = await self._cache.get_or_load(
+            _review_key(attributes), lambda: self._review(attributes)
+        )
+        return answer.decision
+
+    async def _review(self, a: RequestAttributes) -> _Answer:
+        assert self._client is not None
+        self.reviews += 1
+        try:
+            out = await self._client.post_json(
+                SUBJECT_ACCESS_REVIEW_PATH, subject_access_review(a), request_timeout=REVIEW_TIMEOUT
+            )
+        except (ApiError, ApiConnectionError) as e:
+            log.warning("SubjectAccessReview failed: %s", e)
+            raise HttpError(
+                internal_error(f"authorization: SubjectAccessReview failed: {e}")
+            ) from None
+        status = out.get("status") if isinstance(out, dict) else None
+        if not isinstance(status, dict):
+            raise HttpError(internal_error("authorization: SubjectAccessReview without a status"))
+        reason = str(status.get("reason") or "")
+        if status.get("allowed"):
+            return _Answer(Decision(True, reason))
+        err = str(status.get("evaluationError") or "")
+        if err and not reason:
+            reason = err
+        return _Answer(Decision(False, reason), denied=bool(status.get("denied")))
