@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import threading
 import time
 from pathlib import Path
@@ -272,35 +273,36 @@ def test_only_bytes_are_accepted() -> None:
 
 
 def test_parsing_releases_the_gil() -> None:
-    # While a worker thread is inside a long parse, this thread must keep
-    # running Python. Repeated a bounded number of times so that a loaded
-    # machine (which may not schedule us inside one parse) cannot fail it.
-    big = shared_fixture("kind-v1.21-70-pods.txt") * 300  # ~10 MB
-    inside = threading.Event()
-    done = threading.Event()
+    # With a huge switch interval no thread is ever forced off the GIL, so this
+    # thread can only observe the worker *inside* a parse if the parse let the
+    # GIL go. (Holding it, the worker would run all its parses back to back and
+    # this thread would only wake once the worker is done.)
+    big = shared_fixture("kind-v1.21-70-pods.txt") * 300  # ~10 MB, some ms a parse
+    state = {"inside": False, "stop": False}
 
     def worker() -> None:
-        for _ in range(40):
-            inside.set()
-            parse_resource_metrics(big)
-            inside.clear()
-            if done.is_set():
+        for _ in range(50):
+            if state["stop"]:
                 return
+            state["inside"] = True
+            parse_resource_metrics(big)
+            state["inside"] = False
 
-    t = threading.Thread(target=worker)
-    t.start()
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
     seen = 0
-    deadline = time.monotonic() + 60
     try:
-        while t.is_alive() and time.monotonic() < deadline:
-            if inside.is_set():
-                seen += 1
-                if seen >= 1000:
-                    break
-    finally:
-        done.set()
+        t = threading.Thread(target=worker)
+        t.start()
+        while t.is_alive() and seen < 3:
+            time.sleep(0.0005)  # releases the GIL
+            seen += state["inside"]
+        state["stop"] = True
         t.join(60)
-    assert seen >= 1000, "the main thread never ran while the worker was parsing"
+    finally:
+        sys.setswitchinterval(old)
+    assert not t.is_alive()
+    assert seen >= 3, "never woke while the worker was parsing: the GIL was held"
 
 
 # ---- malformed input ---------------------------------------------------------------
