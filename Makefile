@@ -17,7 +17,7 @@ dev: $(VENV_OK)
 
 # Rebuild the extension after Rust changes (incremental, release mode).
 build: $(VENV_OK)
-	.venv/bin/maturin develop --release --quiet
+	.venv/bin/maturin develop --release --quiet --skip-install
 
 demo: build
 	.venv/bin/kubemetrics demo
