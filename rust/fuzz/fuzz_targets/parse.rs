@@ -10,19 +10,31 @@ fuzz_target!(|data: &[u8]| {
         Ok(batch) => {
             let c = &batch.containers;
             let n = c.namespace.len();
-            assert!(
-                [c.pod.len(), c.container.len(), c.cpu_seconds.len(), c.memory_bytes.len()]
-                    .iter()
-                    .chain([c.start_time_seconds.len(), c.timestamp_ms.len()].iter())
-                    .all(|&len| len == n)
-            );
+            assert!([
+                c.pod.len(),
+                c.container.len(),
+                c.cpu_seconds.len(),
+                c.memory_bytes.len()
+            ]
+            .iter()
+            .chain([c.start_time_seconds.len(), c.timestamp_ms.len()].iter())
+            .all(|&len| len == n));
             // Usage values are either missing (NaN) or finite and non-negative.
-            for v in c.cpu_seconds.iter().chain(&c.memory_bytes).chain(&c.start_time_seconds) {
+            for v in c
+                .cpu_seconds
+                .iter()
+                .chain(&c.memory_bytes)
+                .chain(&c.start_time_seconds)
+            {
                 assert!(v.is_nan() || (v.is_finite() && *v >= 0.0));
             }
             // Rows are unique keys, all non-empty.
-            let mut keys: Vec<_> = (0..n).map(|i| (&c.namespace[i], &c.pod[i], &c.container[i])).collect();
-            assert!(keys.iter().all(|k| !k.0.is_empty() && !k.1.is_empty() && !k.2.is_empty()));
+            let mut keys: Vec<_> = (0..n)
+                .map(|i| (&c.namespace[i], &c.pod[i], &c.container[i]))
+                .collect();
+            assert!(keys
+                .iter()
+                .all(|k| !k.0.is_empty() && !k.1.is_empty() && !k.2.is_empty()));
             keys.sort();
             keys.dedup();
             assert_eq!(keys.len(), n);

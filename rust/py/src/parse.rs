@@ -68,7 +68,10 @@ impl ResourceMetrics {
         d.set_item("container", str_column(py, &c.container))?;
         d.set_item("cpu_seconds", PyArray1::from_slice(py, &c.cpu_seconds))?;
         d.set_item("memory_bytes", PyArray1::from_slice(py, &c.memory_bytes))?;
-        d.set_item("start_time_seconds", PyArray1::from_slice(py, &c.start_time_seconds))?;
+        d.set_item(
+            "start_time_seconds",
+            PyArray1::from_slice(py, &c.start_time_seconds),
+        )?;
         d.set_item("timestamp_ms", PyArray1::from_slice(py, &c.timestamp_ms))?;
         Ok(d)
     }
@@ -91,7 +94,10 @@ impl ResourceMetrics {
 }
 
 fn str_column<'py>(py: Python<'py>, values: &[String]) -> Bound<'py, PyArray1<Py<PyAny>>> {
-    let objects = values.iter().map(|s| PyString::new(py, s).into_any().unbind()).collect();
+    let objects = values
+        .iter()
+        .map(|s| PyString::new(py, s).into_any().unbind())
+        .collect();
     PyArray1::from_vec(py, objects)
 }
 
@@ -110,6 +116,9 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_resource_metrics, m)?)?;
     m.add_class::<ResourceMetrics>()?;
     m.add("ParseError", m.py().get_type::<ParseError>())?;
-    m.add("PARSE_MAX_LINE_BYTES", kubemetrics_core::parse::MAX_LINE_BYTES)?;
+    m.add(
+        "PARSE_MAX_LINE_BYTES",
+        kubemetrics_core::parse::MAX_LINE_BYTES,
+    )?;
     Ok(())
 }
