@@ -247,6 +247,9 @@ class ApiServer:
         self.enc_cache: dict[tuple[str, str, str], tuple[int, bytes, bytes]] = {}
         self.backend_session: aiohttp.ClientSession | None = None
         self.watches = 0
+        # Reviews answered, by resource (tokenreviews, subjectaccessreviews, ...): lets tests
+        # check a client's review caching through the control API.
+        self.reviews_served: dict[str, int] = {}
         self.app = web.Application(middlewares=[self.middleware], client_max_size=16 << 20)
         self.app.router.add_route("*", "/{tail:.*}", self.dispatch)
         cluster.on_backend_changed.append(self._backend_changed)
@@ -763,6 +766,7 @@ class ApiServer:
             raise ApiError(400, "BadRequest", f"invalid request body: {e}") from e
         spec = body.get("spec") or {}
         rbac = self.cluster.rbac
+        self.reviews_served[info.resource] = self.reviews_served.get(info.resource, 0) + 1
         kind = body.get("kind") or {
             "tokenreviews": "TokenReview",
             "selfsubjectreviews": "SelfSubjectReview",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +10,11 @@ import orjson
 from aiohttp import web
 
 from .apiserver import ApiError, ApiServer, json_response
-from .cluster import Backend, Cluster
+from .cluster import AUTH_CM, Backend, Cluster
+from .gofmt import rfc3339
 from .model import Pattern
 from .rbac import Grant, User, UserInfo
+from .store import DictObj
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -115,6 +118,8 @@ class Control:
                 if m == "DELETE":
                     c.set_backend(None)
                     return json_response(None)
+            if parts == ["auth-configmap"]:
+                return json_response(self.auth_configmap(m, await _body(request)))
             if parts and parts[0] == "rbac":
                 return await self.rbac(request, parts[1:])
         except LookupError as e:
@@ -137,7 +142,46 @@ class Control:
             "churn_events": c.churn_events,
             "backend": c.backend.to_dict() if c.backend else None,
             "kubelet_port": c.kubelet_port,
+            "reviews": dict(self.api.reviews_served),
         }
+
+    def auth_configmap(self, method: str, b: dict[str, Any]) -> dict[str, Any] | None:
+        """GET / PUT {data} (replace; watchers see MODIFIED, or ADDED after a DELETE) / DELETE
+        the kube-system/extension-apiserver-authentication ConfigMap (CA rotation tests)."""
+        store = self.cluster.store
+        cm = store.get("configmaps", *AUTH_CM)
+        if method == "GET":
+            if cm is None:
+                raise LookupError(f'configmaps "{AUTH_CM[1]}" not found')
+            return dict(cm.to_dict())
+        if method == "DELETE":
+            if cm is None:
+                raise LookupError(f'configmaps "{AUTH_CM[1]}" not found')
+            store.delete(cm)
+            return None
+        if method != "PUT":
+            raise ValueError(f"method {method} not supported")
+        data = b.get("data")
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+        ):
+            raise ValueError("data must be an object of strings")
+        if cm is None:
+            cm = DictObj(
+                "configmaps",
+                "ConfigMap",
+                *AUTH_CM,
+                {"data": data},
+                rfc3339(time.time()),
+                "cm-extension-apiserver-authentication",
+            )
+            store.add(cm)
+        else:
+            assert isinstance(cm, DictObj)
+            old = store.snapshot_old(cm)
+            cm.body = {"data": data}
+            store.modified(cm, old)
+        return dict(cm.to_dict())
 
     def set_pattern(self, ns: str, name: str, b: dict[str, Any]) -> dict[str, Any]:
         pod = self.cluster.pods.get((ns, name))

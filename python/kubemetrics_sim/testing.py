@@ -263,6 +263,18 @@ class SimProcess:
     def clear_backend(self) -> None:
         self.control("DELETE", "aggregator")
 
+    def reviews(self) -> dict[str, int]:
+        """Reviews the API server has answered so far, by resource (`tokenreviews`, ...)."""
+        return {str(k): int(v) for k, v in self.state().get("reviews", {}).items()}
+
+    def auth_configmap(self) -> dict[str, Any]:
+        """The kube-system/extension-apiserver-authentication ConfigMap."""
+        return dict(self.control("GET", "auth-configmap"))
+
+    def set_auth_configmap(self, data: dict[str, str]) -> None:
+        """Replace the authentication ConfigMap's data (watchers see the change)."""
+        self.control("PUT", "auth-configmap", {"data": data})
+
     def compact(self) -> int:
         return int(self.control("POST", "compact")["floor"])
 
