@@ -339,6 +339,13 @@ def test_ca_bundle_verifies_client_certificates_like_go() -> None:
     later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=400)
     with pytest.raises(CertificateError):
         only_ca.verify_client(_cert(ca, "alice", client=True), now=later)
+    # successful verifications are remembered per bundle; a rotated bundle decides afresh
+    alice = _cert(ca, "alice", client=True)
+    only_ca.verify_client(alice)
+    only_ca.verify_client(alice)
+    assert len(only_ca._verified) >= 1
+    with pytest.raises(CertificateError):
+        CABundle.from_pem(other.cert_pem).verify_client(alice)
     with pytest.raises(CertificateError, match="no CA"):
         CABundle(b"", ()).verify_client(no_eku)
     with pytest.raises(ValueError, match="no valid PEM"):

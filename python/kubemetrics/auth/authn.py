@@ -21,6 +21,7 @@ import datetime
 import hashlib
 import logging
 import ssl
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -41,6 +43,7 @@ AUTHENTICATED = "system:authenticated"
 UNAUTHENTICATED = "system:unauthenticated"
 TOKEN_REVIEW_PATH = "/apis/authentication.k8s.io/v1/tokenreviews"
 REVIEW_TIMEOUT = 10.0  # seconds per review request
+VERIFIED_TTL = 60.0  # seconds a successful client-certificate verification is reused
 
 
 # --- certificates ----------------------------------------------------------------------------
@@ -57,6 +60,9 @@ class CABundle:
     pem: bytes
     certs: tuple[x509.Certificate, ...]
     source: str = ""
+    # Leaf DER -> when its successful verification must be redone. The aggregator sends every
+    # request with the same certificate; one chain verification per minute is plenty.
+    _verified: dict[bytes, float] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_pem(cls, pem: bytes | str, source: str = "") -> CABundle:
@@ -79,6 +85,10 @@ class CABundle:
         """Raise CertificateError unless `leaf` chains to one of these CAs as a client cert."""
         if not self.certs:
             raise CertificateError("no CA configured")
+        der = leaf.public_bytes(serialization.Encoding.DER)
+        wall = time.time()
+        if now is None and self._verified.get(der, 0.0) > wall:
+            return
         _check_client_usage(leaf)
         builder = (
             verification.PolicyBuilder()
@@ -95,6 +105,11 @@ class CABundle:
             builder.build_client_verifier().verify(leaf, list(intermediates))
         except verification.VerificationError as e:
             raise CertificateError(str(e)) from None
+        if now is None:
+            if len(self._verified) > 1024:
+                self._verified.clear()
+            expires = leaf.not_valid_after_utc.timestamp()
+            self._verified[der] = min(wall + VERIFIED_TTL, expires)
 
 
 def _check_client_usage(leaf: x509.Certificate) -> None:
