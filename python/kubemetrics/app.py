@@ -183,22 +183,6 @@ def ensure_self_signed(serving: ServingConfig) -> tuple[str, str, bool]:
     return cert, key, True
 
 
-def server_ssl_context(serving: ServingConfig, cert_file: str, key_file: str) -> ssl.SSLContext:
-    """The listener's TLS: the pair, `--tls-min-version` (default TLS 1.2), the cipher list."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = serving.ssl_min_version or ssl.TLSVersion.TLSv1_2
-    ciphers = serving.openssl_ciphers()
-    try:
-        if ciphers is not None:
-            ctx.set_ciphers(ciphers)
-        ctx.load_cert_chain(cert_file, key_file)
-    except (ssl.SSLError, OSError) as e:
-        raise StartupError(f"cannot load the serving certificate {cert_file}: {e}") from e
-    # aiohttp's server speaks HTTP/1.1 only; say so, so HTTP/2 clients fall back cleanly.
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
-
-
 def _ca_bundle_hint(cert_file: str) -> str:
     with open(cert_file, "rb") as f:
         chain = f.read()
