@@ -774,3 +774,46 @@ def test_tls_minimum_version_is_enforced(tmp_path: Path) -> None:
         await default.close()
 
     run(main())
+
+
+def test_tls_cipher_suites_restrict_tls12(tmp_path: Path) -> None:
+    pki = Pki(tmp_path)  # ECDSA serving key
+    serving = ServingConfig(
+        tls_min_version="VersionTLS12",
+        tls_cipher_suites=("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",),
+    )
+
+    def handshake(url: str, cipher: str) -> str:
+        host, port = url.removeprefix("https://").rstrip("/").split(":")
+        ctx = ssl.create_default_context(cafile=pki.server_ca_file)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers(cipher)
+        import socket
+
+        with (
+            socket.create_connection((host, int(port)), timeout=10) as sock,
+            ctx.wrap_socket(sock, server_hostname=host) as tls,
+        ):
+            got = tls.cipher()
+        assert got is not None
+        return got[0]
+
+    async def main() -> None:
+        tls = DynamicServingTLS(serving, pki.cert_file, pki.key_file)
+        base = await tls.start()
+        app = web.Application()
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=base).start()
+        host, port = runner.addresses[0][:2]
+        url = f"https://{host}:{port}/"
+        try:
+            got = await asyncio.to_thread(handshake, url, "ECDHE-ECDSA-AES128-GCM-SHA256")
+            assert got == "ECDHE-ECDSA-AES128-GCM-SHA256"
+            with pytest.raises(ssl.SSLError):
+                await asyncio.to_thread(handshake, url, "ECDHE-ECDSA-AES256-GCM-SHA384")
+        finally:
+            await runner.cleanup()
+            await tls.close()
+
+    run(main())
