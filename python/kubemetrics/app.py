@@ -239,6 +239,11 @@ class SnapshotKeeper:
         self._metrics.set_storage_points(nodes, containers)
         self.refreshes += 1
 
+    async def wait_idle(self) -> None:
+        """Until no refresh is running or queued."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
