@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -464,7 +465,7 @@ class Demo:
                 data = await _get_json(
                     s, f"{api}/apis/metrics.k8s.io/v1beta1/{res}", auth, self._api_ssl()
                 )
-                lines = [f"{'NAME':<48} {'CPU':>14} {'MEMORY':>14}"]
+                lines = [f"{'NAME':<56} {'CPU(cores)':>12} {'MEMORY(bytes)':>14}"]
                 for item in data.get("items", []):
                     meta = item["metadata"]
                     name = meta["name"] if res == "nodes" else f"{meta['namespace']}/{meta['name']}"
@@ -472,9 +473,10 @@ class Demo:
                         usages = [item["usage"]]
                     else:
                         usages = [c["usage"] for c in item["containers"]]
-                    cpu = "+".join(u["cpu"] for u in usages)
-                    mem = "+".join(u["memory"] for u in usages)
-                    lines.append(f"{name:<48} {cpu:>14} {mem:>14}")
+                    # as kubectl top prints them: millicores rounded up, whole MiB
+                    millicores = math.ceil(sum(_quantity(u["cpu"]) for u in usages) * 1000 - 1e-6)
+                    mib = int(sum(_quantity(u["memory"]) for u in usages)) >> 20
+                    lines.append(f"{name:<56} {f'{millicores}m':>12} {f'{mib}Mi':>14}")
                 self._print_table(f"GET /apis/metrics.k8s.io/v1beta1/{res}", "\n".join(lines))
 
     # -- tear-down --
@@ -510,6 +512,21 @@ class Demo:
                 )
                 return 1
         return 0
+
+
+_SUFFIXES = {
+    "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40,
+}  # fmt: skip
+_QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
+
+
+def _quantity(text: str) -> float:
+    """A canonical Kubernetes quantity as a plain number (`250m` → 0.25, `2Ki` → 2048)."""
+    m = _QUANTITY.match(text)
+    if m is None or m.group(2) not in _SUFFIXES:
+        raise DemoError(f"unexpected quantity {text!r} from the metrics API")
+    return float(m.group(1)) * _SUFFIXES[m.group(2)]
 
 
 def _timeout(seconds: float) -> aiohttp.ClientTimeout:

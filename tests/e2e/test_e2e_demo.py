@@ -92,3 +92,24 @@ def test_demo_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
             p.wait()
     assert list(tmp_path.iterdir()) == []
     assert _processes_mentioning(str(tmp_path)) == []
+
+
+def test_demo_without_kubectl_prints_the_api_answer(tmp_path: Path) -> None:
+    env = _env(tmp_path / "tmp")
+    (tmp_path / "tmp").mkdir()
+    env["PATH"] = str(tmp_path / "empty-bin")  # no kubectl anywhere
+    r = subprocess.run(
+        [sys.executable, "-m", "kubemetrics", "demo", *FAST, "--once"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "kubectl is not installed" in r.stdout
+    nodes = r.stdout.split("$ GET /apis/metrics.k8s.io/v1beta1/nodes\n")[1].split("\n\n")[0]
+    rows = [ln.split() for ln in nodes.splitlines()[1:]]
+    assert [row[0] for row in rows] == [f"node-000{i}" for i in range(1, 5)]
+    assert all(row[1].endswith("m") and row[2].endswith("Mi") for row in rows)
+    assert list((tmp_path / "tmp").iterdir()) == []
