@@ -499,8 +499,20 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> int:
         loop.add_signal_handler(sig, stop.set)
     server = Server(config)
     try:
+        # Start-up may wait on the API server (credentials, the authentication ConfigMap):
+        # a signal meanwhile stops it rather than waiting for it.
+        starting = asyncio.create_task(server.start(), name="start")
+        stopping = asyncio.create_task(stop.wait(), name="stop")
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not starting.done():
+            log.info("Stop requested during start-up")
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StartupError):
+                await starting
+            return 0
         try:
-            await server.start()
+            starting.result()
         except StartupError as e:
             log.error("%s", e)
             return 1
