@@ -130,6 +130,9 @@ class Progress:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.tty = out.isatty()
+        encoding = (getattr(out, "encoding", None) or "ascii").lower().replace("-", "")
+        self.frames = self.FRAMES if encoding == "utf8" else "|/-\\"
+        self.ok = "✔" if encoding == "utf8" else "*"
         self.t0 = time.monotonic()
         self.text = ""
         self.frame = 0
@@ -144,7 +147,7 @@ class Progress:
 
     def _draw(self) -> None:
         elapsed = time.monotonic() - self.t0
-        spin = self.FRAMES[self.frame % len(self.FRAMES)]
+        spin = self.frames[self.frame % len(self.frames)]
         self.out.write(f"\r\x1b[K{spin} {self.text} ({elapsed:.0f}s)")
         self.out.flush()
 
@@ -167,7 +170,9 @@ class Progress:
         if self.tty:
             self.out.write("\r\x1b[K")
         if text:
-            print(f"✔ {text} ({time.monotonic() - self.t0:.1f}s)", file=self.out, flush=True)
+            print(
+                f"{self.ok} {text} ({time.monotonic() - self.t0:.1f}s)", file=self.out, flush=True
+            )
 
 
 # --- processes --------------------------------------------------------------------------------
