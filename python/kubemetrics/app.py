@@ -197,8 +197,9 @@ def _ca_bundle_hint(cert_file: str) -> str:
 class SnapshotKeeper:
     """Holds the snapshot the API serves; replaced after every scrape tick.
 
-    `Store.snapshot` releases the GIL, so it runs in a worker thread and the loop keeps serving
-    meanwhile. Refreshes never overlap: one requested during another runs right after it.
+    `Store.snapshot` and `warm_cache` release the GIL, so they run in a worker thread and the loop
+    keeps serving meanwhile. Refreshes never overlap: one requested during another runs right
+    after it.
     """
 
     def __init__(
@@ -234,6 +235,9 @@ class SnapshotKeeper:
     async def refresh(self) -> None:
         now_ms = int(self._clock() * 1000)
         snap = await asyncio.to_thread(self._store.snapshot, now_ms)
+        # Encode the protobuf pieces once per cycle, before publishing: `kubectl top` and the HPA
+        # ask for protobuf, and a first full list would otherwise pay this on the request path.
+        await asyncio.to_thread(_native.warm_cache, snap, "protobuf")
         self._snapshot = snap
         nodes, containers = self._store.points()
         self._metrics.set_storage_points(nodes, containers)
