@@ -525,6 +525,17 @@ def test_snapshot_columns_and_immutability() -> None:
     assert repr(snap) == "Snapshot(nodes=1, pods=1, containers=1)"
 
 
+def test_timestamps_ms_is_the_timestamp_column_alone() -> None:
+    store = Store(RES)
+    snap = two_scrapes(store, "n", [C("ns", "p", "c", 1.0, 1e6)], [C("ns", "p", "c", 2.0, 1e6)])
+    for kind in ("nodes", "pods"):
+        column = snap.timestamps_ms(kind)
+        assert column.dtype == np.int64
+        assert column.tolist() == getattr(snap, kind)["timestamp_ms"].tolist()
+    with pytest.raises(ValueError, match='unknown kind "containers"'):
+        snap.timestamps_ms("containers")
+
+
 @pytest.mark.parametrize("resolution", [0.0, -1.0, float("nan"), float("inf"), 0.0001])
 def test_resolution_must_be_positive(resolution: float) -> None:
     with pytest.raises(ValueError, match="resolution_seconds"):

@@ -78,6 +78,8 @@ class Snapshot:
     def containers(self) -> dict[str, npt.NDArray[Any]]:
         """Pod i owns rows `container_start[i]:container_start[i+1]`, sorted by name:
         `name` (object, str), `cpu_nanocores`, `memory_bytes` (uint64)."""
+    def timestamps_ms(self, kind: str) -> npt.NDArray[np.int64]:
+        """The `timestamp_ms` column of `"nodes"` or `"pods"` alone (no name columns built)."""
     @property
     def ready(self) -> bool:
         """At least one node and one pod servable."""

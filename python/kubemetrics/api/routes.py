@@ -211,8 +211,8 @@ class _FreshnessColumns:
         self, snap: _native.Snapshot
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         if snap is not self._snapshot:
-            self._nodes = np.asarray(snap.nodes["timestamp_ms"], dtype=np.int64)
-            self._pods = np.asarray(snap.pods["timestamp_ms"], dtype=np.int64)
+            self._nodes = snap.timestamps_ms("nodes")
+            self._pods = snap.timestamps_ms("pods")
             self._snapshot = snap
         return self._nodes, self._pods
 

@@ -198,6 +198,22 @@ impl Snapshot {
         Ok(d)
     }
 
+    /// The `timestamp_ms` column of `"nodes"` or `"pods"` alone: what the API's freshness
+    /// histogram needs, without building the name columns (three Python strings per pod).
+    fn timestamps_ms<'py>(
+        &self,
+        py: Python<'py>,
+        kind: &str,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        match kind {
+            "nodes" => Ok(num_column(py, &self.inner.nodes.timestamp_ms)),
+            "pods" => Ok(num_column(py, &self.inner.pods.timestamp_ms)),
+            other => Err(PyValueError::new_err(format!(
+                "unknown kind {other:?}: expected \"nodes\" or \"pods\""
+            ))),
+        }
+    }
+
     /// At least one node and one pod servable.
     #[getter]
     fn ready(&self) -> bool {
