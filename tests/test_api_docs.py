@@ -9,6 +9,7 @@ from openapi_spec_validator import validate
 from kubemetrics.api import discovery, openapi, status
 from kubemetrics.api.hooks import ANONYMOUS, RequestAttributes, UserInfo, forbidden_message
 from kubemetrics.api.negotiation import Format, Negotiated, negotiate
+from kubemetrics.gostrings import go_quote
 
 # --- negotiation ------------------------------------------------------------------------------
 
@@ -102,7 +103,8 @@ def test_status_bodies_match_kube_apiserver() -> None:
 
 
 def test_go_quote() -> None:
-    assert status.go_quote('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'
+    assert go_quote('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'
+    assert go_quote("tab\there\x01\x7f") == '"tab\\there\\x01\\x7f"'
 
 
 def test_forbidden_messages() -> None:

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from kubemetrics.api.status import go_quote
+from kubemetrics.gostrings import go_quote
 
 log = logging.getLogger("kubemetrics.health")
 

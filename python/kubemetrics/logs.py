@@ -28,6 +28,7 @@ from typing import IO, Any, Final
 import orjson
 
 from kubemetrics.config import LoggingConfig
+from kubemetrics.gostrings import go_quote
 
 _KV_ATTR: Final = "kv"
 _HANDLER_MARK: Final = "_kubemetrics_handler"
@@ -62,28 +63,6 @@ def _pairs(record: logging.LogRecord) -> dict[str, object]:
     return dict(pairs) if isinstance(pairs, dict) else {}
 
 
-def _go_quote(text: str) -> str:
-    """A string quoted the way Go's strconv.Quote (and so klog) prints it."""
-    out = ['"']
-    for ch in text:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch < " " or ch == "\x7f":
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
 def _text_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -93,7 +72,7 @@ def _text_value(value: object) -> str:
         return "<nil>"
     if isinstance(value, list | tuple):
         return "[" + " ".join(_text_value(v) for v in value) + "]"
-    return _go_quote(str(value))
+    return go_quote(str(value))
 
 
 def _exc_text(record: logging.LogRecord) -> str | None:
@@ -122,9 +101,7 @@ class KlogFormatter(logging.Formatter):
         if pairs:
             # klog quotes the message of structured (InfoS/ErrorS) calls.
             line = (
-                header
-                + _go_quote(msg)
-                + "".join(f" {k}={_text_value(v)}" for k, v in pairs.items())
+                header + go_quote(msg) + "".join(f" {k}={_text_value(v)}" for k, v in pairs.items())
             )
         else:
             line = header + msg

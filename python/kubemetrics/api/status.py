@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from kubemetrics.gostrings import go_quote
+
 METRICS_GROUP = "metrics.k8s.io"
 
 
@@ -77,34 +79,12 @@ def _qualified(group: str, resource: str) -> str:
     return f"{resource}.{group}" if group else resource
 
 
-def _go_quote(s: str) -> str:
-    """Go's `%q` for the strings that appear in messages (names, paths, users)."""
-    out = ['"']
-    for ch in s:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
 def not_found(group: str, resource: str, name: str) -> Status:
     """`errors.NewNotFound(GroupResource{group, resource}, name)`."""
     return Status(
         code=404,
         reason="NotFound",
-        message=f"{_qualified(group, resource)} {_go_quote(name)} not found",
+        message=f"{_qualified(group, resource)} {go_quote(name)} not found",
         details=StatusDetails(name=name, group=group, kind=resource),
     )
 
@@ -126,7 +106,7 @@ def method_not_supported(group: str, resource: str, action: str) -> Status:
         reason="MethodNotAllowed",
         message=(
             f"{action} is not supported on resources of kind "
-            f"{_go_quote(_qualified(group, resource))}"
+            f"{go_quote(_qualified(group, resource))}"
         ),
         details=StatusDetails(group=group, kind=resource),
     )
@@ -165,7 +145,7 @@ def forbidden(group: str, resource: str, name: str, message: str) -> Status:
     elif not name:
         text = f"{_qualified(group, resource)} is forbidden: {message}"
     else:
-        text = f"{_qualified(group, resource)} {_go_quote(name)} is forbidden: {message}"
+        text = f"{_qualified(group, resource)} {go_quote(name)} is forbidden: {message}"
     return Status(
         code=403,
         reason="Forbidden",
@@ -181,6 +161,3 @@ def internal_error(message: str) -> Status:
         message=f"Internal error occurred: {message}",
         details=StatusDetails(causes=(message,)),
     )
-
-
-go_quote = _go_quote
