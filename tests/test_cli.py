@@ -556,6 +556,8 @@ def test_bad_ip() -> None:
         (["--secure-port=70000"], "--secure-port 70000 must be between 0 and 65535"),
         (["--kubelet-port=0"], "--kubelet-port 0 must be between 1 and 65535"),
         (["--kubelet-preferred-address-types="], "must name at least one address type"),
+        (["-l", "a in ("], "--node-selector=a in (: unable to parse requirement"),
+        (["--node-selector=role=worker,=x"], "--node-selector=role=worker,=x: "),
         (["--metric-resolution=500ms"], "at least 1s, but value 500ms provided"),
         (["--kubelet-request-timeout=0s"], "kubelet-request-timeout should be a positive duration"),
         (["--authorization-always-allow-paths=healthz"], "must start with '/'"),

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from kubemetrics import _native
+
 # Defaults shared with the flag table (cli.py) so `Config()` equals "no flags given".
 DEFAULT_ADDRESS_TYPES: tuple[str, ...] = (
     "Hostname",
@@ -311,6 +313,10 @@ def validate(config: Config) -> Config:
         errors.append(f"--kubelet-port {kubelet.port} must be between 1 and 65535, inclusive")
     if not kubelet.preferred_address_types:
         errors.append("--kubelet-preferred-address-types must name at least one address type")
+    if kubelet.node_selector:
+        problem = _label_selector_error(kubelet.node_selector)
+        if problem is not None:
+            errors.append(f"--node-selector={kubelet.node_selector}: {problem}")
     unknown = [t for t in kubelet.preferred_address_types if t not in KNOWN_ADDRESS_TYPES]
     if unknown:
         warnings.append(
@@ -326,6 +332,20 @@ def validate(config: Config) -> Config:
     if errors:
         raise ConfigError(errors)
     return dataclasses.replace(config, kubelet=kubelet, warnings=tuple(warnings))
+
+
+def _label_selector_error(selector: str) -> str | None:
+    """Why `selector` is not a valid label selector, or None.
+
+    A malformed --node-selector must stop the start: passed on to the API server's node
+    list+watch it would be refused on every attempt, leaving a server that never becomes ready.
+    The parser is the one that answers `labelSelector` queries, run over an empty snapshot.
+    """
+    try:
+        _native.select_nodes(_native.Store(60.0).snapshot(0), _native.Inventory(), selector, "")
+    except _native.SelectorError as e:
+        return str(e)
+    return None
 
 
 def _kubelet_conflicts(k: KubeletConfig) -> list[str]:
