@@ -651,6 +651,41 @@ def test_table() -> None:
     run(Env(), scenario)
 
 
+def test_table_include_object() -> None:
+    """`includeObject`: Metadata (default) → PartialObjectMetadata, Object → the whole item as the
+    JSON API serves it (kubectl get --sort-by sorts on its fields), None → null; others: 400."""
+
+    async def scenario(fetch: Fetch) -> None:
+        path = f"{BASE}/v1beta1/namespaces/default/pods"
+        items = (await fetch(path)).json()["items"]
+        r = await fetch(f"{path}?includeObject=Object", accept=TABLE)
+        assert r.status == 200
+        objects = [row["object"] for row in r.json()["rows"]]
+        want = [
+            {"kind": "PodMetrics", "apiVersion": "metrics.k8s.io/v1beta1", **item} for item in items
+        ]
+        assert [o["metadata"]["name"] for o in objects] == ["db", "web"]
+        assert objects == want
+        r = await fetch(f"{BASE}/v1/nodes/node-b?includeObject=Object", accept=TABLE)
+        node = (await fetch(f"{BASE}/v1/nodes/node-b")).json()
+        assert [row["object"] for row in r.json()["rows"]] == [node]
+
+        for query in ("", "?includeObject=Metadata"):
+            rows = (await fetch(f"{path}{query}", accept=TABLE)).json()["rows"]
+            assert [row["object"]["kind"] for row in rows] == ["PartialObjectMetadata"] * 2
+        rows = (await fetch(f"{path}?includeObject=None", accept=TABLE)).json()["rows"]
+        assert [row["object"] for row in rows] == [None, None]
+        assert [row["cells"][0] for row in rows] == ["db", "web"]
+
+        r = await fetch(f"{path}?includeObject=Everything", accept=TABLE)
+        assert r.status == 400
+        assert r.json()["message"] == 'unrecognized includeObject value: "Everything"'
+        # Only Tables carry row objects: other encodings ignore the parameter.
+        assert (await fetch(f"{path}?includeObject=Everything")).status == 200
+
+    run(Env(), scenario)
+
+
 # --- discovery, version, openapi -----------------------------------------------------------------
 
 

@@ -143,6 +143,8 @@ def encode_nodes(
 ) -> bytes:
     """NodeMetricsList (NodeMetrics if `single`) in `fmt` "json" | "protobuf" | "table" for
     `api_version` "v1beta1" | "v1"; creationTimestamp = floor(now_s). GIL released.
+    "table-object" / "table-none": a Table whose rows carry the whole item / a null object
+    (`includeObject=Object` / `None`; "table" carries PartialObjectMetadata).
     ValueError on bad arguments or out-of-range indices."""
 
 def encode_pods(

@@ -58,6 +58,7 @@ from kubemetrics.api.status import (
     path_not_found,
     unauthorized,
 )
+from kubemetrics.gostrings import go_quote
 from kubemetrics.health import HealthChecks, health_routes
 from kubemetrics.selfmetrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from kubemetrics.selfmetrics import SelfMetrics
@@ -77,6 +78,13 @@ _VERSION_PATTERN = "|".join(discovery.VERSIONS)
 # answering probes and small queries meanwhile. Below it the thread hop costs more than it saves.
 OFFLOAD_ITEMS = 4096
 _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})  # Go's strconv.ParseBool
+# Table `includeObject` values → the encoder's table formats.
+_TABLE_ROW_OBJECT = {
+    "": "table",
+    "Metadata": "table",
+    "Object": "table-object",
+    "None": "table-none",
+}
 
 
 @dataclass(frozen=True)
@@ -232,6 +240,18 @@ class _MetricsApi:
         return chosen
 
     @staticmethod
+    def _fmt(request: web.Request, chosen: Negotiated) -> str:
+        """The encoder's format; for a Table, what each row's `object` holds (`includeObject`:
+        Metadata by default, Object for the whole item, None for null), as kube-apiserver does."""
+        if chosen.format is not Format.TABLE:
+            return str(chosen.format.value)
+        include = request.query.get("includeObject", "")
+        fmt = _TABLE_ROW_OBJECT.get(include)
+        if fmt is None:
+            raise ApiError(bad_request(f"unrecognized includeObject value: {go_quote(include)}"))
+        return fmt
+
+    @staticmethod
     def _selectors(request: web.Request, resource: str) -> tuple[str, str]:
         if request.query.get("watch", "") in _TRUE:
             raise ApiError(method_not_supported(METRICS_GROUP, resource, "watch"))
@@ -270,7 +290,7 @@ class _MetricsApi:
             functools.partial(
                 _native.encode_nodes,
                 api_version=version,
-                fmt=chosen.format.value,
+                fmt=self._fmt(request, chosen),
                 single=False,
                 now_s=now,
             ),
@@ -300,7 +320,7 @@ class _MetricsApi:
             deps.inventory,
             idx,
             api_version=version,
-            fmt=chosen.format.value,
+            fmt=self._fmt(request, chosen),
             single=True,
             now_s=now,
         )
@@ -327,7 +347,7 @@ class _MetricsApi:
             functools.partial(
                 _native.encode_pods,
                 api_version=version,
-                fmt=chosen.format.value,
+                fmt=self._fmt(request, chosen),
                 single=False,
                 now_s=now,
             ),
@@ -358,7 +378,7 @@ class _MetricsApi:
             deps.inventory,
             idx,
             api_version=version,
-            fmt=chosen.format.value,
+            fmt=self._fmt(request, chosen),
             single=True,
             now_s=now,
         )

@@ -126,7 +126,7 @@ fn request(api_version: &str, fmt: &str, single: bool, now_s: f64) -> PyResult<R
     })?;
     let format = Format::parse(fmt).ok_or_else(|| {
         PyValueError::new_err(format!(
-            "fmt must be \"json\", \"protobuf\" or \"table\", got {fmt:?}"
+            "fmt must be \"json\", \"protobuf\", \"table\", \"table-object\" or \"table-none\", got {fmt:?}"
         ))
     })?;
     if !now_s.is_finite() || now_s.abs() > 1e15 {
@@ -307,7 +307,7 @@ fn encode_pods<'py>(
 fn warm_cache(py: Python<'_>, snapshot: &Bound<'_, Snapshot>, fmt: &str) -> PyResult<()> {
     let format = Format::parse(fmt).ok_or_else(|| {
         PyValueError::new_err(format!(
-            "fmt must be \"json\", \"protobuf\" or \"table\", got {fmt:?}"
+            "fmt must be \"json\", \"protobuf\", \"table\", \"table-object\" or \"table-none\", got {fmt:?}"
         ))
     })?;
     let snap = snapshot.get().inner.clone();

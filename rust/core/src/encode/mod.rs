@@ -45,15 +45,30 @@ impl ApiVersion {
 pub enum Format {
     Json,
     Protobuf,
-    Table,
+    /// The server-side Table; what each row's `object` holds.
+    Table(RowObject),
+}
+
+/// A Table row's `object`, as the request's `includeObject` asks
+/// (kube-apiserver's `asTable`): `Metadata` (the default) a
+/// `PartialObjectMetadata`, `Object` the whole item, `None` null.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowObject {
+    Metadata,
+    Object,
+    None,
 }
 
 impl Format {
+    /// `json`, `protobuf`, `table` (rows carry metadata), `table-object`,
+    /// `table-none`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "json" => Some(Self::Json),
             "protobuf" => Some(Self::Protobuf),
-            "table" => Some(Self::Table),
+            "table" => Some(Self::Table(RowObject::Metadata)),
+            "table-object" => Some(Self::Table(RowObject::Object)),
+            "table-none" => Some(Self::Table(RowObject::None)),
             _ => None,
         }
     }
@@ -228,7 +243,7 @@ impl SnapshotCache {
         let caches = match format {
             Format::Json => [&self.nodes_json, &self.pods_json],
             Format::Protobuf => [&self.nodes_proto, &self.pods_proto],
-            Format::Table => return,
+            Format::Table(_) => return,
         };
         for c in caches {
             for i in (0..c.len).step_by(CHUNK) {
@@ -555,11 +570,16 @@ fn plan<'a>(
     let (item_kind, list_kind) = kind.names();
     let gv = req.api_version.group_version();
     let (body, len) = match req.format {
-        Format::Table => {
+        Format::Table(object) => {
             let ls: Vec<&LabelSet> = (0..indices.len()).map(label_at).collect();
+            let rows = table::Rows {
+                object,
+                group_version: gv,
+                now: &now,
+            };
             let b = match kind {
-                Kind::Node => table::nodes(snap, indices, &ls, &now),
-                Kind::Pod => table::pods(snap, indices, &ls, &now),
+                Kind::Node => table::nodes(snap, indices, &ls, &rows),
+                Kind::Pod => table::pods(snap, indices, &ls, &rows),
             };
             let n = b.len();
             (Body::Bytes(b), n)
@@ -810,7 +830,13 @@ mod tests {
         let s = snapshot();
         let cache = cache_for(&s);
         let l = LabelSet::new([("a", "<&>\u{2028}"), ("b", "")]);
-        for format in [Format::Json, Format::Protobuf, Format::Table] {
+        for format in [
+            Format::Json,
+            Format::Protobuf,
+            Format::Table(RowObject::Metadata),
+            Format::Table(RowObject::Object),
+            Format::Table(RowObject::None),
+        ] {
             for (idx, single) in [
                 (&[][..], false),
                 (&[1][..], false),
@@ -973,12 +999,60 @@ mod tests {
     fn table_sums_containers() {
         let s = snapshot();
         let labels = vec![Arc::new(LabelSet::new([("app", "web")]))];
-        let out = text(encode_pods(&s, &[0], &refs(&labels), &req(Format::Table, false)).unwrap());
+        let out = text(
+            encode_pods(
+                &s,
+                &[0],
+                &refs(&labels),
+                &req(Format::Table(RowObject::Metadata), false),
+            )
+            .unwrap(),
+        );
         assert!(out.starts_with(r#"{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{},"columnDefinitions":[{"name":"Name","type":"string","format":"name","description":"Name of the resource","priority":0},"#));
         // 500m + 20u = 500020u; 3Mi + 1536 = 3147264
         assert!(out.contains(
             r#""rows":[{"cells":["web","500020u","3147264","1m0.5s"],"object":{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"web","namespace":"default","creationTimestamp":"2024-12-24T09:34:00Z","labels":{"app":"web"}}}}]}"#
         ), "{out}");
+    }
+
+    #[test]
+    fn table_row_object_follows_include_object() {
+        let s = snapshot();
+        let labels = vec![Arc::new(LabelSet::new([("app", "web")]))];
+        let row = |object: RowObject, kind: Kind| {
+            let r = req(Format::Table(object), false);
+            let out = match kind {
+                Kind::Pod => encode_pods(&s, &[0], &refs(&labels), &r),
+                Kind::Node => encode_nodes(&s, &[0], &refs(&labels), &r),
+            };
+            let out = text(out.unwrap());
+            let start = out.find(r#""rows":["#).unwrap();
+            out[start..].trim_end().to_string()
+        };
+        // Object: the whole item, as the JSON list holds it, with kind and
+        // apiVersion (kubectl get --sort-by reads the item's fields).
+        let item = text(encode_pods(&s, &[0], &refs(&labels), &req(Format::Json, true)).unwrap());
+        assert_eq!(
+            row(RowObject::Object, Kind::Pod),
+            format!(
+                r#""rows":[{{"cells":["web","500020u","3147264","1m0.5s"],"object":{}}}]}}"#,
+                item.trim_end()
+            )
+        );
+        assert!(item.starts_with(r#"{"kind":"PodMetrics","apiVersion":"metrics.k8s.io/v1beta1","metadata":{"name":"web","namespace":"default","creationTimestamp":"2024-12-24T09:34:00Z","labels":{"app":"web"}},"#), "{item}");
+        let node = text(encode_nodes(&s, &[0], &refs(&labels), &req(Format::Json, true)).unwrap());
+        assert_eq!(
+            row(RowObject::Object, Kind::Node),
+            format!(
+                r#""rows":[{{"cells":["node-a","123456789n","12240Ki","15.012s"],"object":{}}}]}}"#,
+                node.trim_end()
+            )
+        );
+        // None: a null object.
+        assert_eq!(
+            row(RowObject::None, Kind::Pod),
+            r#""rows":[{"cells":["web","500020u","3147264","1m0.5s"],"object":null}]}"#
+        );
     }
 
     // A minimal protobuf reader to check the wire form independently.
