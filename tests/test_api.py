@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -836,6 +837,41 @@ def test_authorizer_sees_kube_request_attributes_and_denies_with_403() -> None:
         f"{BASE}/v1beta1",
         "/readyz",
     ]
+
+
+def test_authorizer_sees_the_name_a_list_field_selector_pins() -> None:
+    """kube-apiserver's RequestInfo: a list whose fieldSelector requires metadata.name carries
+    that name (so RBAC resourceNames apply); other selectors, `!=`, malformed selectors and
+    names that are no path segment carry none."""
+    authz = RecordingAuthorizer(deny=set())
+    env = Env(authorizer=authz)
+    queries = {
+        "metadata.name=web": "web",
+        "metadata.name==web,metadata.namespace=default": "web",
+        "metadata.namespace=default,metadata.name=web": "web",
+        "metadata.name!=web": "",
+        "metadata.namespace=default": "",
+        "metadata.name=a%2Fb": "",
+        "metadata.name=..": "",
+        "metadata.name=a\\,b": "a,b",
+        "metadata.name=a\\q": "",
+        "nonsense": "",
+    }
+
+    async def scenario(fetch: Fetch) -> None:
+        for selector in queries:
+            q = urllib.parse.quote(selector, safe="")
+            await fetch(f"{BASE}/v1beta1/namespaces/default/pods?fieldSelector={q}")
+        r = await fetch(f"{BASE}/v1/nodes?fieldSelector=metadata.name%3Dnode-a&watch=true")
+        assert r.status == 405
+        r = await fetch(f"{BASE}/v1beta1/namespaces/default/pods?fieldSelector=metadata.name%3Dweb")
+        assert [i["metadata"]["name"] for i in r.json()["items"]] == ["web"]
+
+    run(env, scenario)
+    got = [(a.verb, a.resource, a.name) for a in authz.seen]
+    want = [("list", "pods", name) for name in queries.values()]
+    want += [("watch", "nodes", "node-a"), ("list", "pods", "web")]
+    assert got == want
 
 
 class FailingAuthenticator:

@@ -144,6 +144,9 @@ def _request_attributes(request: web.Request, user: UserInfo) -> RequestAttribut
         }.get(method, method.lower())
         if not name and verb == "get":
             verb = "watch" if request.query.get("watch", "") in _TRUE else "list"
+            # kube-apiserver names the object a fieldSelector pins down, so RBAC rules with
+            # resourceNames apply to `list ?fieldSelector=metadata.name=x` as to `get x`.
+            name = _selected_name(request.query.get("fieldSelector", ""))
         elif not name and verb == "delete":
             verb = "deletecollection"
         return RequestAttributes(
@@ -159,6 +162,66 @@ def _request_attributes(request: web.Request, user: UserInfo) -> RequestAttribut
             name=name,
         )
     return RequestAttributes(user=user, verb=method.lower(), path=path, resource_request=False)
+
+
+def _split_unescaped(text: str, sep: str) -> list[str]:
+    parts, start, i = [], 0, 0
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        if text[i] == sep:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    parts.append(text[start:])
+    return parts
+
+
+def _unescape_field_value(value: str) -> str | None:
+    out, i = [], 0
+    while i < len(value):
+        c = value[i]
+        if c == "\\":
+            if i + 1 >= len(value) or value[i + 1] not in "\\,=":
+                return None
+            c = value[i + 1]
+            i += 1
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _split_term(term: str) -> tuple[str, str, str] | None:
+    """Go's fields.splitTerm: the first position where `!=`, `==` or `=` starts."""
+    for i in range(len(term)):
+        for op in ("!=", "==", "="):
+            if term.startswith(op, i):
+                return term[:i], op, term[i + len(op) :]
+    return None
+
+
+def _selected_name(field_selector: str) -> str:
+    """The name a list's fieldSelector requires (`metadata.name=x` or `==x`), as
+    kube-apiserver's RequestInfo takes it: terms in sorted order, the first match wins;
+    a malformed selector or a name that is no valid path segment gives none."""
+    terms = sorted(_split_unescaped(field_selector, ","))
+    found: str | None = None
+    for term in terms:
+        if not term:
+            continue
+        split = _split_term(term)
+        if split is None:
+            return ""
+        field_, op, raw = split
+        value = _unescape_field_value(raw)
+        if value is None:
+            return ""
+        if found is None and op != "!=" and field_ == "metadata.name":
+            found = value
+    if not found or found in (".", "..") or "/" in found or "%" in found:
+        return ""
+    return found
 
 
 def _errors_middleware() -> Middleware:
