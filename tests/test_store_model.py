@@ -72,6 +72,10 @@ class Model:
 
     def ingest(self, node: str, point: Point, rows: list[Row], req: int) -> None:
         e = self.nodes.setdefault(node, _Node(req))
+        if req - e.scraped > 2 * RES_MS + RES_MS // 2:
+            # Past the grace (plus slack for one failed scrape): no baseline.
+            e.last = e.prev = None
+            e.table = {}
         e.scraped = req
         cpu, mem = _cpu_ns(point[0]), _mem(point[1])
         if cpu and mem:

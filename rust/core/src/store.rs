@@ -275,6 +275,12 @@ fn node_point(node: &NodeSample, request_time_ms: i64) -> Option<NodePoint> {
     })
 }
 
+/// A node's points are dropped at its next successful scrape once the gap
+/// since the previous one exceeds this (2.5 × resolution).
+fn stale_after_ms(resolution_ms: i64) -> i64 {
+    2 * resolution_ms + resolution_ms / 2
+}
+
 impl Store {
     /// `resolution_ms` is `--metric-resolution`: it bounds the fresh-container
     /// shortcut and sets the grace period (2 × resolution).
@@ -300,7 +306,19 @@ impl Store {
             interner,
         } = self;
         let entry = match nodes.get_mut(node) {
-            Some(entry) => entry,
+            Some(entry) => {
+                // Points that outlived the grace period are history, not a
+                // baseline: pairing them with this scrape would serve one rate
+                // averaged over the whole outage as if it were current (the HPA
+                // would act on it). The half resolution of slack keeps one
+                // failed scrape plus the random stagger inside the limit.
+                if request_time_ms - entry.scraped_ms > stale_after_ms(*resolution_ms) {
+                    entry.last = None;
+                    entry.prev = None;
+                    entry.containers = Containers::default();
+                }
+                entry
+            }
             None => {
                 let name = interner.intern(node);
                 nodes.entry(Arc::clone(&name)).or_insert(NodeEntry {
@@ -947,8 +965,8 @@ mod tests {
     fn start_equal_to_old_last_is_a_restart_and_before_is_not() {
         let mut s = Store::new(RES);
         s.ingest("n", &one(50.0, 5.0, OLD, T0), T0);
-        let t1 = T0 + 60_000;
-        // Start exactly at the old last sample: restart (upstream: not Before).
+        let t1 = T0 + 2 * RES; // within the grace, past the fresh-container shortcut
+                               // Start exactly at the old last sample: restart (upstream: not Before).
         s.ingest("n", &one(51.0, 5.0, T0 as f64 / 1000.0, t1), t1);
         assert!(s.snapshot(t1).pods.is_empty());
         let mut s = Store::new(RES);
@@ -1273,10 +1291,40 @@ mod tests {
         assert!(snap.nodes.is_empty());
         assert!(snap.pods.is_empty());
         assert!(!snap.is_ready());
-        // Points are still stored; a good scrape brings the node back at once.
         assert_eq!(s.points(), (1, 1));
-        s.ingest("n", &rows(edge + 5, 3.0), edge + 5);
-        assert_eq!(s.snapshot(edge + 5).nodes.len(), 1);
+    }
+
+    #[test]
+    fn one_failed_scrape_keeps_the_pair() {
+        let mut s = Store::new(RES);
+        let rows = |t: i64, c: f64| batch((c, 1.0, t), &[("ns", "p", "c", c, 1.0, OLD, t)]);
+        s.ingest("n", &rows(T0, 1.0), T0);
+        // One scrape failed; the next lands late in its stagger.
+        let t = T0 + 2 * RES + 4_000;
+        s.ingest("n", &rows(t, 2.0), t);
+        let snap = s.snapshot(t);
+        assert_eq!(snap.nodes.window_ms, [t - T0]);
+        assert_eq!(snap.pods.window_ms, [t - T0]);
+    }
+
+    #[test]
+    fn points_older_than_the_grace_are_not_a_baseline() {
+        let mut s = Store::new(RES);
+        let rows = |t: i64, c: f64| batch((c, 1.0, t), &[("ns", "p", "c", c, 1.0, OLD, t)]);
+        s.ingest("n", &rows(T0, 1.0), T0);
+        s.ingest("n", &rows(T0 + RES, 2.0), T0 + RES);
+        // A ten-minute outage: the first good scrape after it serves nothing
+        // (no rate averaged over the outage), the second a fresh pair.
+        let back = T0 + RES + 600_000;
+        s.ingest("n", &rows(back, 500.0), back);
+        let snap = s.snapshot(back);
+        assert!(snap.nodes.is_empty());
+        assert!(snap.pods.is_empty());
+        s.ingest("n", &rows(back + RES, 501.0), back + RES);
+        let snap = s.snapshot(back + RES);
+        assert_eq!(snap.nodes.window_ms, [RES]);
+        assert_eq!(snap.nodes.cpu_nanocores, [1_000_000_000_000 / RES as u64]);
+        assert_eq!(snap.pods.window_ms, [RES]);
     }
 
     #[test]
