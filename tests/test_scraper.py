@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import uvloop
 from aiohttp import web
 
 from kube_helpers import CA, RecordingStore, Server, run, until
@@ -30,7 +31,13 @@ from kubemetrics.kube import (
     TokenSource,
     load_kubeconfig_credentials,
 )
-from kubemetrics.scraper import KubeletClientSettings, Scraper, ScrapeSettings, kubelet_settings
+from kubemetrics.scraper import (
+    KubeletClientSettings,
+    Scraper,
+    ScrapeSettings,
+    _TLSTransport,
+    kubelet_settings,
+)
 from kubemetrics_sim.testing import SimProcess
 
 TOKEN = "kubelet-token"
@@ -45,6 +52,12 @@ def payload(node: str) -> bytes:
         + node.encode()
         + b'-pod"} 1.5 1700000000000\n'
     )
+
+
+def big_body(node: str) -> bytes:
+    """~3 MiB of distinct lines: far more than one TLS record, socket buffer or read window."""
+    head = payload(node)
+    return head + b"".join(b"# %s line %07d\n" % (node.encode(), i) for i in range(120_000))
 
 
 class Kubelet:
@@ -71,6 +84,8 @@ class Kubelet:
             return web.Response(status=500, text="boom")
         if self.mode == "garbage":
             return web.Response(body=b"<html>not metrics</html>")
+        if self.mode == "big":
+            return web.Response(body=big_body(self.name), content_type="text/plain")
         if self.mode == "huge":
             resp = web.StreamResponse()
             await resp.prepare(request)
@@ -534,3 +549,107 @@ def test_discovery_and_scraping_against_the_simulator(sim: SimProcess) -> None:
                         await task
 
     run(main(), timeout=120)
+
+
+def test_tls_transport_large_bodies_byte_exact_and_reused(tmp_path: Path) -> None:
+    """The scraper's own TLS transport (OpenSSL on the socket): multi-MiB bodies arrive byte
+    for byte through read pauses (aiohttp's flow control) on both event loops, and the
+    connection is reused for the next tick."""
+
+    async def main() -> None:
+        ca = CA(tmp_path)
+        async with kubelets(ca, "big", "ok") as fleet:
+            targets = {k.name: k.target() for k in fleet}
+            store = RecordingStore()
+            scraper = Scraper(targets, store, kubelet_settings(creds_for(ca)), fast())
+            await scraper.tick()
+            await scraper.tick()
+            session = scraper._session
+            assert session is not None
+            transports = [
+                proto.transport
+                for conns in session.connector._conns.values()  # type: ignore[union-attr]
+                for proto, _ in conns
+            ]
+            assert len(transports) == 2
+            assert all(isinstance(t, _TLSTransport) for t in transports)
+            await scraper.close()
+            assert scraper.failing == {}
+            want = {k.name: big_body(k.name) if k.mode == "big" else payload(k.name) for k in fleet}
+            assert [n for n, _, _ in store.ingested].count(fleet[0].name) == 2
+            for node, body, _ in store.ingested:
+                assert body == want[node]
+            for k in fleet:
+                assert k.server is not None and len(k.server.peers) == 1
+
+    run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(main(), 60))
+
+
+def test_connection_closed_by_kubelet_is_replaced(tmp_path: Path) -> None:
+    """A kubelet that closes an idle kept-alive connection (restart, idle timeout) costs
+    nothing: the pool notices the close and the next tick connects afresh."""
+
+    async def main() -> None:
+        ca = CA(tmp_path)
+        async with kubelets(ca, "ok") as fleet:
+            k = fleet[0]
+            targets = {k.name: k.target()}
+            store = RecordingStore()
+            obs = Observer()
+            scraper = Scraper(targets, store, kubelet_settings(creds_for(ca)), fast(), obs)
+            await scraper.tick()
+            assert k.server is not None
+            await k.server.stop()
+            await k.server.start()  # same port; the old connection was closed by the server
+            session = scraper._session
+            assert session is not None
+            connector = session.connector
+            assert connector is not None
+            await until(
+                lambda: (
+                    not any(
+                        proto.is_connected()
+                        for conns in connector._conns.values()
+                        for proto, _ in conns
+                    )
+                ),
+                "the idle connection to notice the close",
+            )
+            await scraper.tick()
+            await scraper.close()
+            assert obs.result(k.name) == [True, True]
+            assert len(store.ingested) == 2 and len(k.server.peers) == 2
+
+    run(main())
+
+
+def test_stalled_tls_handshake_times_out_and_closes_the_socket(tmp_path: Path) -> None:
+    """A peer that accepts TCP but never answers the TLS hello fails that node by its timeout
+    and the socket is closed (no descriptor left behind)."""
+
+    async def main() -> None:
+        closed = asyncio.Event()
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # returns at the client's close
+            closed.set()
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            ca = CA(tmp_path)
+            settings = KubeletClientSettings(ca_pem=ca.cert_pem.decode(), request_timeout=0.5)
+            targets = {"mute": NodeTarget("mute", "127.0.0.1", port)}
+            scraper = Scraper(targets, RecordingStore(), settings, fast())
+            await scraper.tick()
+            assert scraper.failing == {"mute": "request timed out after 0.5s"}
+            await asyncio.wait_for(closed.wait(), 10)
+            await scraper.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main())
