@@ -37,6 +37,7 @@ from kubemetrics.scraper import (
     ScrapeSettings,
     _TLSTransport,
     kubelet_settings,
+    release_free_memory,
 )
 from kubemetrics_sim.testing import SimProcess
 
@@ -653,3 +654,31 @@ def test_stalled_tls_handshake_times_out_and_closes_the_socket(tmp_path: Path) -
             await server.wait_closed()
 
     run(main())
+
+
+@pytest.mark.skipif(
+    not hasattr(__import__("ctypes").CDLL(None), "malloc_trim"), reason="needs glibc"
+)
+def test_release_free_memory_returns_freed_heap_pages() -> None:
+    """Freed 32 KiB blocks trapped between live small ones stay resident until trimmed."""
+
+    def rss_kib() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    assert release_free_memory()
+    big: list[bytes] = []
+    pins: list[bytes] = []
+    for i in range(4096):  # 128 MiB of bodies, each followed by a small long-lived object
+        big.append(bytes([i & 0xFF]) * 32768)
+        pins.append(b"pin %d" % i * 40)
+    before = rss_kib()
+    big.clear()
+    freed_kib = 4096 * 32
+    held = rss_kib()
+    assert release_free_memory()
+    after = rss_kib()
+    assert held - after > freed_kib // 2, (before, held, after)
+    assert len(pins) == 4096

@@ -41,7 +41,7 @@ from kubemetrics.health import HealthChecks, ShutdownCheck, close_checks, standa
 from kubemetrics.kube.client import ApiClient, ConfigError, load_credentials
 from kubemetrics.kube.discovery import Discovery, DiscoverySettings
 from kubemetrics.logs import kv
-from kubemetrics.scraper import Scraper, ScrapeSettings, kubelet_settings
+from kubemetrics.scraper import Scraper, ScrapeSettings, kubelet_settings, release_free_memory
 from kubemetrics.selfmetrics import SelfMetrics
 
 log = logging.getLogger("kubemetrics.app")
@@ -242,6 +242,8 @@ class SnapshotKeeper:
         nodes, containers = self._store.points()
         self._metrics.set_storage_points(nodes, containers)
         self.refreshes += 1
+        # The cycle's bodies and the previous snapshot are freed by now: return their pages.
+        await asyncio.to_thread(release_free_memory)
 
     async def wait_idle(self) -> None:
         """Until no refresh is running or queued."""
