@@ -69,6 +69,7 @@ class Kubelet:
         self.mode = mode
         self.path = path
         self.auth_headers: list[str | None] = []
+        self.encodings: list[str | None] = []
         app = web.Application()
         app.router.add_get("/{tail:.*}", self.handle)
         self.app = app
@@ -79,6 +80,7 @@ class Kubelet:
         if request.path != self.path:
             return web.Response(status=404)
         self.auth_headers.append(request.headers.get("Authorization"))
+        self.encodings.append(request.headers.get("Accept-Encoding"))
         if self.mode == "slow":
             await self.release.wait()
         if self.mode == "error":
@@ -175,6 +177,8 @@ def test_tick_delivers_bodies_to_the_store(tmp_path: Path) -> None:
             assert got == {k.name: payload(k.name) for k in fleet}
             assert all(before <= t <= after for _, _, t in store.ingested)
             assert all(k.auth_headers == [f"Bearer {TOKEN}"] for k in fleet)
+            # Uncompressed bodies: inflating would cost CPU and save no memory.
+            assert all(k.encodings == ["identity"] for k in fleet)
             assert sorted(n for kind, n, ok in obs.events if kind == "request" and ok) == sorted(
                 targets
             )

@@ -569,7 +569,12 @@ class Scraper:
             self._sem = asyncio.Semaphore(self._s.max_concurrency)
         targets = list(self._targets.values())
         self._forget_removed(targets)
-        headers = {"Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1"}
+        # identity: real kubelets gzip when asked (aiohttp asks by default); inflating costs ~8%
+        # more CPU per cycle and saves no memory, while the bytes stay on the cluster network.
+        headers = {
+            "Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1",
+            "Accept-Encoding": "identity",
+        }
         if self._k.token is not None and self._k.scheme == "https":
             auth = await self._k.token.authorization()
             if auth:
