@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import re
 import socket
@@ -271,3 +272,33 @@ def test_hundred_nodes_start_quickly(tmp_path_factory: pytest.TempPathFactory) -
         assert len(s.info["nodes"]) == 100
         assert s.kubelet_get("node-0100")[0] == 200
         assert len(s.api("/api/v1/pods")["items"]) == 1000
+
+
+def test_gzip_only_when_asked_like_promhttp(sim: SimProcess) -> None:
+    host, port = sim.node_address("node-0001")
+    tok = sim.token("metrics-server")
+    status, headers, plain = sim.request(
+        "GET", "/metrics/resource", token=tok, host=host, port=port
+    )
+    assert status == 200 and "content-encoding" not in headers
+    status, headers, gz = sim.request(
+        "GET",
+        "/metrics/resource",
+        token=tok,
+        host=host,
+        port=port,
+        headers={"Accept-Encoding": "deflate, gzip;q=1.0"},
+    )
+    assert status == 200 and headers["content-encoding"] == "gzip"
+    body = gzip.decompress(gz)
+    assert len(gz) < len(body) // 2
+    assert parse(body)[0] == parse(plain)[0]
+    status, headers, _ = sim.request(
+        "GET",
+        "/metrics/resource",
+        token=tok,
+        host=host,
+        port=port,
+        headers={"Accept-Encoding": "identity"},
+    )
+    assert status == 200 and "content-encoding" not in headers

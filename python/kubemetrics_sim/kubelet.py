@@ -12,6 +12,7 @@ import logging
 import socket
 import ssl
 import time
+import zlib
 
 from aiohttp import web
 from aiohttp.web_server import Server
@@ -40,6 +41,27 @@ def user_from_cert(peercert: object) -> UserInfo | None:
     if not cn:
         return None
     return UserInfo(cn, (*groups, "system:authenticated"))
+
+
+def accepts_gzip(header: str) -> bool:
+    """promhttp's test: one comma-separated part is ``gzip`` or starts ``gzip;``."""
+    return any(p.strip() == "gzip" or p.strip().startswith("gzip;") for p in header.split(","))
+
+
+def gzip_if_accepted(accept_encoding: str, resp: web.StreamResponse) -> web.StreamResponse:
+    """Real kubelets serve /metrics/resource through promhttp, which gzips when asked."""
+    if (
+        not isinstance(resp, web.Response)
+        or resp.status != 200
+        or not isinstance(resp.body, bytes)
+        or not accepts_gzip(accept_encoding)
+    ):
+        return resp
+    z = zlib.compressobj(1, zlib.DEFLATED, 31)  # level 1: cheap; 31 = gzip framing
+    body = z.compress(resp.body) + z.flush()
+    return web.Response(
+        body=body, headers={"Content-Type": CONTENT_TYPE, "Content-Encoding": "gzip"}
+    )
 
 
 class Fleet:
@@ -212,7 +234,8 @@ class Fleet:
                 text=f"Forbidden (user={user}, verb=get, resource=nodes, "
                 f"subresource(s)=[metrics])\n",
             )
-        return await self.serve_metrics(node)
+        resp = await self.serve_metrics(node)
+        return gzip_if_accepted(request.headers.get("Accept-Encoding", ""), resp)
 
     async def serve_metrics(self, node: Node) -> web.StreamResponse:
         fault = node.fault
