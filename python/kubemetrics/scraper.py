@@ -235,7 +235,7 @@ class _TLSTransport(asyncio.Transport):
 
     def start(self) -> None:
         self._protocol.connection_made(self)
-        if not self._closing:
+        if not self._closing and self._reading:
             self._loop.add_reader(self._fd, self._on_readable)
 
     # --- asyncio.BaseTransport -------------------------------------------------------------
@@ -318,7 +318,11 @@ class _TLSTransport(asyncio.Transport):
                 finally:
                     self._finish(None)
                 return
-            self._protocol.data_received(data)
+            try:
+                self._protocol.data_received(data)
+            except Exception as exc:  # as asyncio's transports do: the connection is unusable
+                self._fatal(exc)
+                return
 
     # --- writing ---------------------------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
