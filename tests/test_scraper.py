@@ -31,13 +31,13 @@ from kubemetrics.kube import (
     TokenSource,
     load_kubeconfig_credentials,
 )
+from kubemetrics.kubelet_transport import TLSTransport
+from kubemetrics.memory import release_free_memory
 from kubemetrics.scraper import (
     KubeletClientSettings,
     Scraper,
     ScrapeSettings,
-    _TLSTransport,
     kubelet_settings,
-    release_free_memory,
 )
 from kubemetrics_sim.testing import SimProcess
 
@@ -177,8 +177,8 @@ def test_tick_delivers_bodies_to_the_store(tmp_path: Path) -> None:
             assert got == {k.name: payload(k.name) for k in fleet}
             assert all(before <= t <= after for _, _, t in store.ingested)
             assert all(k.auth_headers == [f"Bearer {TOKEN}"] for k in fleet)
-            # Uncompressed bodies: inflating would cost CPU and save no memory.
-            assert all(k.encodings == ["identity"] for k in fleet)
+            # gzip accepted, as upstream's Go client does: kubelets compress their answers.
+            assert all(len(k.encodings) == 1 and "gzip" in k.encodings[0] for k in fleet)
             assert sorted(n for kind, n, ok in obs.events if kind == "request" and ok) == sorted(
                 targets
             )
@@ -464,6 +464,34 @@ def test_kubelet_token_rotation(tmp_path: Path) -> None:
     run(main())
 
 
+def test_unreadable_token_fails_the_tick_not_the_loop(tmp_path: Path) -> None:
+    async def main() -> None:
+        ca = CA(tmp_path)
+        token_file = tmp_path / "token"  # not written yet: no credential was ever readable
+        async with kubelets(ca, "ok", "ok") as fleet:
+            targets = {k.name: k.target() for k in fleet}
+            creds = ClusterCredentials(
+                server="https://127.0.0.1:1",
+                ca_pem=ca.cert_pem.decode(),
+                token=TokenSource.from_file(str(token_file), refresh_seconds=0.0),
+            )
+            store = RecordingStore()
+            obs = Observer()
+            s = Scraper(targets, store, kubelet_settings(creds), fast(), obs)
+            await s.tick()
+            assert set(s.failing) == set(targets)
+            assert all("cannot read credentials" in m for m in s.failing.values())
+            assert store.ingested == [] and obs.events[-1][0] == "tick"
+            assert all(k.auth_headers == [] for k in fleet)  # nothing sent without a token
+            token_file.write_text("late")
+            await s.tick()
+            await s.close()
+            assert s.failing == {}
+            assert all(k.auth_headers == ["Bearer late"] for k in fleet)
+
+    run(main())
+
+
 # ---------------------------------------------------------------- against the simulator
 
 
@@ -577,7 +605,7 @@ def test_tls_transport_large_bodies_byte_exact_and_reused(tmp_path: Path) -> Non
                 for proto, _ in conns
             ]
             assert len(transports) == 2
-            assert all(isinstance(t, _TLSTransport) for t in transports)
+            assert all(isinstance(t, TLSTransport) for t in transports)
             await scraper.close()
             assert scraper.failing == {}
             want = {k.name: big_body(k.name) if k.mode == "big" else payload(k.name) for k in fleet}

@@ -6,26 +6,25 @@ random stagger of up to min(8 ms × nodes, 4 s), under its own timeout, with no 
 ``max_concurrency`` at a time. Response bodies go as bytes into ``Store.ingest`` (Rust parses
 and stores them), so no per-container Python object is ever built. One aiohttp session with
 keep-alive longer than the resolution is reused across ticks, so a steady cluster costs no TLS
-handshakes after the first tick.
+handshakes after the first tick; its TLS layer is ``kubelet_transport`` (small idle connections).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import random
-import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import aiohttp
 
 from kubemetrics.kube.client import ClusterCredentials, ConfigError, TokenSource, make_ssl_context
 from kubemetrics.kube.discovery import NodeTarget
+from kubemetrics.kubelet_transport import KubeletConnector
 from kubemetrics.logs import StateLog, kv
 
 log = logging.getLogger("kubemetrics.scraper")
@@ -165,333 +164,6 @@ class _ScrapeFailed(Exception):
         self.kind = kind
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        fn = ctypes.CDLL(None).malloc_trim  # glibc only
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_size_t]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
-def release_free_memory() -> bool:
-    """Return the allocator's free pages to the OS (glibc ``malloc_trim``); False elsewhere.
-
-    Why: every cycle allocates and frees ~32 MB of kubelet bodies, TLS records and snapshot
-    temporaries among long-lived objects, and glibc keeps those freed pages resident (holes in
-    the heap it cannot shrink from the top). Trimming once per cycle, after the snapshot, gives
-    back ~10-30 MiB at 1,000 nodes for ~1-3 ms of CPU. Blocking: call it off the event loop
-    (``asyncio.to_thread``; ctypes releases the GIL).
-    """
-    if _MALLOC_TRIM is None:
-        return False
-    _MALLOC_TRIM(0)
-    return True
-
-
-# Plaintext bytes asked of OpenSSL per read: one TLS record's worth at most.
-_READ_SIZE = 16384
-
-
-class _TLSTransport(asyncio.Transport):
-    """A TLS client transport on a non-blocking ``ssl.SSLSocket``: OpenSSL reads records from
-    the socket itself.
-
-    Why: the event loop's TLS transport (uvloop's SSLProtocol, like asyncio's) keeps, for
-    every connection, a 256 KiB read buffer and two ``ssl.MemoryBIO`` objects that grow to the
-    largest socket read and stay that size. For 1,000 kubelet connections kept alive between
-    ticks that is ~110 KiB of resident memory each. Here an idle connection holds only
-    OpenSSL's session state (~24 KiB; CPython sets SSL_MODE_RELEASE_BUFFERS, so record buffers
-    are freed between reads).
-    """
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        sock: ssl.SSLSocket,
-        context: ssl.SSLContext,
-        protocol: asyncio.Protocol,
-    ) -> None:
-        super().__init__()
-        self._loop = loop
-        self._sock = sock
-        self._fd = sock.fileno()
-        self._context = context
-        self._protocol = protocol
-        self._closing = False  # close() or abort() called, or the peer went away
-        self._closed = False  # socket closed, connection_lost scheduled
-        self._reading = True
-        self._pending = b""  # a write OpenSSL asked to retry with the very same bytes
-        self._backlog: list[bytes] = []
-        self._buffered = 0
-        self._writer = False
-        self._high = 64 * 1024
-        self._low = 16 * 1024
-        self._protocol_paused = False
-
-    def start(self) -> None:
-        self._protocol.connection_made(self)
-        if not self._closing and self._reading:
-            self._loop.add_reader(self._fd, self._on_readable)
-
-    # --- asyncio.BaseTransport -------------------------------------------------------------
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        sock = self._sock
-        try:
-            if name in ("socket", "ssl_object"):
-                return sock
-            if name == "sslcontext":
-                return self._context
-            if name == "peername":
-                return sock.getpeername()
-            if name == "sockname":
-                return sock.getsockname()
-            if name == "peercert":
-                return sock.getpeercert()
-            if name == "cipher":
-                return sock.cipher()
-            if name == "compression":
-                return sock.compression()
-        except OSError:
-            return default
-        return default
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self._loop.remove_reader(self._fd)
-        if not self._pending and not self._backlog:
-            self._finish(None)
-
-    def abort(self) -> None:
-        self._closing = True
-        self._finish(None)
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        assert isinstance(protocol, asyncio.Protocol)
-        self._protocol = protocol
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._protocol
-
-    # --- reading ---------------------------------------------------------------------------
-    def is_reading(self) -> bool:
-        return self._reading and not self._closing
-
-    def pause_reading(self) -> None:
-        if self._reading and not self._closing:
-            self._reading = False
-            self._loop.remove_reader(self._fd)
-
-    def resume_reading(self) -> None:
-        if self._reading or self._closing:
-            return
-        self._reading = True
-        self._loop.add_reader(self._fd, self._on_readable)
-        # Records OpenSSL already decrypted make the socket no more readable: drain them.
-        if self._sock.pending():
-            self._loop.call_soon(self._on_readable)
-
-    def _on_readable(self) -> None:
-        if self._pending or self._backlog:
-            self._flush()  # a write that waited for the peer (renegotiation)
-        while self._reading and not self._closing:
-            try:
-                data = self._sock.recv(_READ_SIZE)
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-                return
-            except OSError as exc:  # ssl.SSLError included
-                self._fatal(exc)
-                return
-            if not data:  # close_notify or EOF
-                self._closing = True
-                try:
-                    self._protocol.eof_received()
-                finally:
-                    self._finish(None)
-                return
-            try:
-                self._protocol.data_received(data)
-            except Exception as exc:  # as asyncio's transports do: the connection is unusable
-                self._fatal(exc)
-                return
-
-    # --- writing ---------------------------------------------------------------------------
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closing or not data:
-            return
-        self._backlog.append(bytes(data))
-        self._buffered += len(data)
-        if not self._pending and len(self._backlog) == 1:
-            self._flush()
-        self._control_protocol()
-
-    def can_write_eof(self) -> bool:
-        return False
-
-    def write_eof(self) -> None:
-        raise NotImplementedError("TLS transports cannot half-close")
-
-    def get_write_buffer_size(self) -> int:
-        return self._buffered
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._low, self._high
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._high = 64 * 1024 if high is None else high
-        self._low = self._high // 4 if low is None else low
-        self._control_protocol()
-
-    def _flush(self) -> None:
-        while self._pending or self._backlog:
-            if not self._pending:
-                self._pending = b"".join(self._backlog)
-                self._backlog.clear()
-            try:
-                sent = self._sock.send(self._pending)
-            except ssl.SSLWantReadError:
-                return  # retried from _on_readable
-            except (ssl.SSLWantWriteError, BlockingIOError):
-                if not self._writer:
-                    self._writer = True
-                    self._loop.add_writer(self._fd, self._flush)
-                return
-            except OSError as exc:
-                self._fatal(exc)
-                return
-            self._pending = self._pending[sent:]
-            self._buffered -= sent
-        if self._writer:
-            self._writer = False
-            self._loop.remove_writer(self._fd)
-        self._control_protocol()
-        if self._closing:
-            self._finish(None)
-
-    def _control_protocol(self) -> None:
-        if not self._protocol_paused and self._buffered > self._high:
-            self._protocol_paused = True
-            self._protocol.pause_writing()
-        elif self._protocol_paused and self._buffered <= self._low:
-            self._protocol_paused = False
-            self._protocol.resume_writing()
-
-    # --- the end ---------------------------------------------------------------------------
-    def _fatal(self, exc: Exception) -> None:
-        self._closing = True
-        self._finish(exc)
-
-    def _finish(self, exc: Exception | None) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._loop.remove_reader(self._fd)
-        if self._writer:
-            self._loop.remove_writer(self._fd)
-        self._pending = b""
-        self._backlog.clear()
-        self._buffered = 0
-        self._sock.close()
-        self._loop.call_soon(self._protocol.connection_lost, exc)
-
-
-async def _wait_fd(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> None:
-    done = loop.create_future()
-
-    def ready() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    add, remove = (
-        (loop.add_writer, loop.remove_writer) if write else (loop.add_reader, loop.remove_reader)
-    )
-    add(fd, ready)
-    try:
-        await done
-    finally:
-        remove(fd)
-
-
-async def _open_tls(
-    loop: asyncio.AbstractEventLoop,
-    protocol_factory: Callable[[], asyncio.Protocol],
-    addr_infos: list[Any],
-    context: ssl.SSLContext,
-    server_hostname: str | None,
-) -> tuple[_TLSTransport, asyncio.Protocol]:
-    """Connect (addresses in order) and handshake without blocking the loop."""
-    last: OSError | None = None
-    for family, type_, proto, _, address in addr_infos:
-        raw = socket.socket(family, type_, proto)
-        try:
-            raw.setblocking(False)
-            await loop.sock_connect(raw, address)
-        except OSError as exc:
-            raw.close()
-            last = exc
-            continue
-        except BaseException:
-            raw.close()
-            raise
-        try:
-            sock = context.wrap_socket(
-                raw, server_hostname=server_hostname, do_handshake_on_connect=False
-            )
-        except BaseException:
-            raw.close()
-            raise
-        try:
-            while True:
-                try:
-                    sock.do_handshake()
-                    break
-                except ssl.SSLWantReadError:
-                    await _wait_fd(loop, sock.fileno(), write=False)
-                except ssl.SSLWantWriteError:
-                    await _wait_fd(loop, sock.fileno(), write=True)
-            protocol = protocol_factory()
-            transport = _TLSTransport(loop, sock, context, protocol)
-        except BaseException:
-            sock.close()
-            raise
-        transport.start()
-        return transport, protocol
-    raise last or OSError("no address to connect to")
-
-
-class _KubeletConnector(aiohttp.TCPConnector):
-    """TCPConnector whose TLS connections use :class:`_TLSTransport`."""
-
-    async def _wrap_create_connection(
-        self, *args: Any, **kwargs: Any
-    ) -> tuple[asyncio.Transport, Any]:
-        context = kwargs.get("ssl")
-        addr_infos = kwargs.get("addr_infos")
-        if not isinstance(context, ssl.SSLContext) or not addr_infos or not args:
-            return await super()._wrap_create_connection(*args, **kwargs)
-        req = kwargs["req"]
-        client_error = kwargs.get("client_error", aiohttp.ClientConnectorError)
-        try:
-            return await _open_tls(
-                self._loop, args[0], addr_infos, context, kwargs.get("server_hostname")
-            )
-        except ssl.SSLCertVerificationError as exc:
-            raise aiohttp.ClientConnectorCertificateError(req.connection_key, exc) from exc
-        except ssl.SSLError as exc:
-            raise aiohttp.ClientConnectorSSLError(req.connection_key, exc) from exc
-        except OSError as exc:
-            raise client_error(req.connection_key, exc) from exc
-
-
 class Scraper:
     """The tick loop. ``targets`` is the live node table (``Discovery.targets``)."""
 
@@ -530,7 +202,7 @@ class Scraper:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = _KubeletConnector(
+            connector = KubeletConnector(
                 ssl=self._ssl if self._ssl is not None else False,
                 limit=self._s.max_concurrency * 2,
                 limit_per_host=self._k.connections_per_host,
@@ -573,14 +245,20 @@ class Scraper:
             self._sem = asyncio.Semaphore(self._s.max_concurrency)
         targets = list(self._targets.values())
         self._forget_removed(targets)
-        # identity: real kubelets gzip when asked (aiohttp asks by default); inflating costs ~8%
-        # more CPU per cycle and saves no memory, while the bytes stay on the cluster network.
-        headers = {
-            "Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1",
-            "Accept-Encoding": "identity",
-        }
+        # aiohttp asks for gzip, as Go's client does for upstream: kubelets compress ~6x, which
+        # matters on the cluster network at thousands of nodes; inflating costs ~8% of a cycle.
+        headers = {"Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1"}
         if self._k.token is not None and self._k.scheme == "https":
-            auth = await self._k.token.authorization()
+            try:
+                auth = await self._k.token.authorization()
+            except ConfigError as exc:
+                # No credential was ever readable: every kubelet would refuse us. Fail this tick
+                # for every node (logged once per state change) and try again on the next.
+                for target in targets:
+                    self._record(target.name, 0.0, ("no-credentials", str(exc)), time.time())
+                self.ticks += 1
+                self._observer.on_tick(time.monotonic() - started)
+                return
             if auth:
                 headers["Authorization"] = auth
         max_delay = min(self._s.stagger_per_node * len(targets), self._s.max_stagger)
