@@ -36,6 +36,7 @@ lint: build
 	.venv/bin/ruff check python tests benches
 	.venv/bin/ruff format --check python tests benches
 	.venv/bin/mypy
+	.venv/bin/python -m mypy.stubtest kubemetrics._native
 
 fmt: $(VENV_OK)
 	cargo fmt --all

@@ -6,6 +6,26 @@ from typing import Any, Final, final
 import numpy as np
 import numpy.typing as npt
 
+__all__ = [
+    "PARSE_MAX_LINE_BYTES",
+    "Inventory",
+    "ParseError",
+    "ResourceMetrics",
+    "SelectorError",
+    "Snapshot",
+    "Store",
+    "__version__",
+    "encode_nodes",
+    "encode_pods",
+    "format_cpu",
+    "format_duration",
+    "format_memory",
+    "parse_resource_metrics",
+    "select_nodes",
+    "select_pods",
+    "warm_cache",
+]
+
 __version__: str
 
 # ---- parser (rust/py/src/parse.rs) -------------------------------------------
@@ -13,6 +33,7 @@ __version__: str
 class ParseError(ValueError):
     """A kubelet payload that is not valid Prometheus text; `line N: what is wrong`."""
 
+@final
 class ResourceMetrics:
     """One parsed `/metrics/resource` payload."""
 
@@ -39,7 +60,7 @@ class Store:
 
     Thread-safe: every method releases the GIL and serialises on an internal lock."""
 
-    def __init__(self, resolution_seconds: float) -> None:
+    def __new__(cls, resolution_seconds: float) -> Store:
         """`resolution_seconds` is `--metric-resolution` (ValueError unless ≥ 0.001)."""
     @property
     def resolution_seconds(self) -> float: ...
@@ -88,6 +109,7 @@ class Snapshot:
 
 # ---- inventory, selectors, encoders (rust/py/src/inventory.rs, encode.rs) -----
 
+@final
 class Inventory:
     """Names and labels of the selected nodes and Running pods (what discovery knows).
 
