@@ -28,6 +28,7 @@ from kubemetrics.api.hooks import Decision, RequestAttributes, UserInfo
 from kubemetrics.api.routes import ApiDependencies, build_app
 from kubemetrics.health import ShutdownCheck, standard_checks
 from kubemetrics.selfmetrics import SelfMetrics
+from protowire import fields
 
 T0 = 1_735_032_800_000  # 2024-12-24T09:33:20Z
 T1 = T0 + 15_000
@@ -525,36 +526,6 @@ def test_not_acceptable() -> None:
 
 
 # --- content types -----------------------------------------------------------------------------
-
-
-def read_varint(buf: bytes, i: int) -> tuple[int, int]:
-    shift = value = 0
-    while True:
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return value, i
-
-
-def fields(buf: bytes) -> list[tuple[int, int | bytes]]:
-    """A protobuf message's (field number, value) pairs: ints for varints, bytes for LEN."""
-    out: list[tuple[int, int | bytes]] = []
-    i = 0
-    while i < len(buf):
-        key, i = read_varint(buf, i)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            v, i = read_varint(buf, i)
-            out.append((num, v))
-        elif wire == 2:
-            n, i = read_varint(buf, i)
-            out.append((num, buf[i : i + n]))
-            i += n
-        else:
-            raise AssertionError(f"unexpected wire type {wire}")
-    return out
 
 
 def one(msg: bytes, num: int) -> Any:

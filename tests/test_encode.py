@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kubemetrics import _native
+from protowire import fields
 
 T0_MS = 1_735_032_833_000  # 2024-12-24T09:33:53Z
 WINDOW_MS = 15_012
@@ -391,37 +392,6 @@ def test_out_of_range_indices_are_value_errors(bad: list[int]) -> None:
 
 
 # --------------------------------------------------------------------- protobuf --
-
-
-def read_varint(b: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = b[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-
-
-def fields(b: bytes) -> list[tuple[int, int | bytes]]:
-    """Decode one message into (field number, varint or bytes), in wire order."""
-    out: list[tuple[int, int | bytes]] = []
-    pos = 0
-    while pos < len(b):
-        key, pos = read_varint(b, pos)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            v, pos = read_varint(b, pos)
-            out.append((num, v))
-        elif wire == 2:
-            n, pos = read_varint(b, pos)
-            out.append((num, b[pos : pos + n]))
-            pos += n
-        else:
-            raise AssertionError(f"unexpected wire type {wire}")
-    assert pos == len(b), "message overran its length"
-    return out
 
 
 def one(fs: list[tuple[int, int | bytes]], num: int) -> Any:

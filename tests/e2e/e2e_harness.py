@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kubemetrics_sim.testing import SimProcess
+from protowire import fields as pb_fields
 
 KUBECTL = shutil.which("kubectl")
 SERVING = re.compile(r'"Serving securely" address="([^"]+)"')
@@ -405,36 +406,6 @@ def kubectl_mem_mi(text: str) -> int:
 
 
 # --- protobuf (just enough of the wire format for metrics.k8s.io) -------------------------------
-
-
-def _varint(b: bytes, i: int) -> tuple[int, int]:
-    shift = value = 0
-    while True:
-        c = b[i]
-        i += 1
-        value |= (c & 0x7F) << shift
-        if not c & 0x80:
-            return value, i
-        shift += 7
-
-
-def pb_fields(b: bytes) -> list[tuple[int, int | bytes]]:
-    out: list[tuple[int, int | bytes]] = []
-    i = 0
-    while i < len(b):
-        key, i = _varint(b, i)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            v, i = _varint(b, i)
-            out.append((num, v))
-        elif wire == 2:
-            n, i = _varint(b, i)
-            assert i + n <= len(b), "truncated length-delimited field"
-            out.append((num, b[i : i + n]))
-            i += n
-        else:
-            raise AssertionError(f"unexpected wire type {wire}")
-    return out
 
 
 def _bytes_of(fs: list[tuple[int, int | bytes]], num: int) -> list[bytes]:
