@@ -331,13 +331,36 @@ class _MetricsApi:
             )
         return web.Response(body=body, content_type=chosen.content_type)
 
-    def _observe(
-        self, now: float, timestamps: npt.NDArray[np.int64], idx: npt.NDArray[np.int64]
-    ) -> None:
+    async def _answer(
+        self,
+        request: web.Request,
+        chosen: Negotiated,
+        encode: Callable[..., bytes],
+        snap: _native.Snapshot,
+        idx: npt.NDArray[np.int64],
+        timestamps: npt.NDArray[np.int64],
+        now: float,
+        *,
+        single: bool,
+    ) -> web.StreamResponse:
+        """Encode the selected items (off the loop when many), record their freshness, reply."""
+        body = await _call(
+            len(idx) >= OFFLOAD_ITEMS,
+            functools.partial(
+                encode,
+                api_version=request.match_info["version"],
+                fmt=self._fmt(request, chosen),
+                single=single,
+                now_s=now,
+            ),
+            snap,
+            self._deps.inventory,
+            idx,
+        )
         self._deps.metrics.observe_freshness(now, timestamps[idx])
+        return self._respond(body, chosen)
 
     async def list_nodes(self, request: web.Request) -> web.StreamResponse:
-        version = request.match_info["version"]
         label, fields = self._selectors(request, "nodes")
         chosen = self._negotiate(request)
         deps = self._deps
@@ -348,24 +371,12 @@ class _MetricsApi:
             idx = await _call(big, _native.select_nodes, snap, deps.inventory, label, fields)
         except _native.SelectorError as e:
             raise ApiError(bad_request(str(e))) from None
-        body = await _call(
-            len(idx) >= OFFLOAD_ITEMS,
-            functools.partial(
-                _native.encode_nodes,
-                api_version=version,
-                fmt=self._fmt(request, chosen),
-                single=False,
-                now_s=now,
-            ),
-            snap,
-            deps.inventory,
-            idx,
+        nodes = self._fresh.columns(snap)[0]
+        return await self._answer(
+            request, chosen, _native.encode_nodes, snap, idx, nodes, now, single=False
         )
-        self._observe(now, self._fresh.columns(snap)[0], idx)
-        return self._respond(body, chosen)
 
     async def get_node(self, request: web.Request) -> web.StreamResponse:
-        version = request.match_info["version"]
         name = request.match_info["name"]
         chosen = self._negotiate(request)
         deps = self._deps
@@ -378,20 +389,12 @@ class _MetricsApi:
         if i is None:
             raise ApiError(not_found(METRICS_GROUP, "nodemetrics", name))
         idx = np.array([i], dtype=np.int64)
-        body = _native.encode_nodes(
-            snap,
-            deps.inventory,
-            idx,
-            api_version=version,
-            fmt=self._fmt(request, chosen),
-            single=True,
-            now_s=now,
+        nodes = self._fresh.columns(snap)[0]
+        return await self._answer(
+            request, chosen, _native.encode_nodes, snap, idx, nodes, now, single=True
         )
-        self._observe(now, self._fresh.columns(snap)[0], idx)
-        return self._respond(body, chosen)
 
     async def list_pods(self, request: web.Request) -> web.StreamResponse:
-        version = request.match_info["version"]
         namespace = request.match_info.get("namespace")
         label, fields = self._selectors(request, "pods")
         chosen = self._negotiate(request)
@@ -405,24 +408,12 @@ class _MetricsApi:
             )
         except _native.SelectorError as e:
             raise ApiError(bad_request(str(e))) from None
-        body = await _call(
-            len(idx) >= OFFLOAD_ITEMS,
-            functools.partial(
-                _native.encode_pods,
-                api_version=version,
-                fmt=self._fmt(request, chosen),
-                single=False,
-                now_s=now,
-            ),
-            snap,
-            deps.inventory,
-            idx,
+        pods = self._fresh.columns(snap)[1]
+        return await self._answer(
+            request, chosen, _native.encode_pods, snap, idx, pods, now, single=False
         )
-        self._observe(now, self._fresh.columns(snap)[1], idx)
-        return self._respond(body, chosen)
 
     async def get_pod(self, request: web.Request) -> web.StreamResponse:
-        version = request.match_info["version"]
         namespace = request.match_info["namespace"]
         name = request.match_info["name"]
         chosen = self._negotiate(request)
@@ -436,17 +427,10 @@ class _MetricsApi:
         if i is None:
             raise ApiError(not_found(METRICS_GROUP, "podmetrics", f"{namespace}/{name}"))
         idx = np.array([i], dtype=np.int64)
-        body = _native.encode_pods(
-            snap,
-            deps.inventory,
-            idx,
-            api_version=version,
-            fmt=self._fmt(request, chosen),
-            single=True,
-            now_s=now,
+        pods = self._fresh.columns(snap)[1]
+        return await self._answer(
+            request, chosen, _native.encode_pods, snap, idx, pods, now, single=True
         )
-        self._observe(now, self._fresh.columns(snap)[1], idx)
-        return self._respond(body, chosen)
 
 
 def _static(body: bytes, content_type: str = JSON) -> Handler:
