@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kubemetrics.api.hooks import AuthenticationError, RequestAttributes, UserInfo
-from kubemetrics.api.status import ApiError as HttpError
+from kubemetrics.api.status import StatusError
 from kubemetrics.auth import DelegatedAuthentication, DynamicServingTLS
 from kubemetrics.auth.authn import (
     AuthenticatorChain,
@@ -625,7 +625,7 @@ def test_delegating_authorizer() -> None:
             assert len(fake.access_reviews) == 4
             # a review that cannot be made is a 500, as kube-apiserver's filter answers
             fake.fail_reviews = True
-            with pytest.raises(HttpError) as e:
+            with pytest.raises(StatusError) as e:
                 await authz.authorize(pods("ns-new"))
             assert e.value.status.code == 500
             assert "SubjectAccessReview failed" in e.value.status.message

@@ -29,11 +29,11 @@ from kube_helpers import (
     run,
     until,
 )
+from kubemetrics.api.status import StatusError
+from kubemetrics.config import ConfigError
 from kubemetrics.kube import (
     ApiClient,
-    ApiError,
     ClusterCredentials,
-    ConfigError,
     Discovery,
     DiscoverySettings,
     NodeTarget,
@@ -127,17 +127,17 @@ def test_errors_carry_http_status_and_status_object(tmp_path: Path) -> None:
                 server=creds.server, ca_pem=creds.ca_pem, token=TokenSource("Bearer wrong")
             )
             async with ApiClient(bad) as client:
-                with pytest.raises(ApiError) as info:
+                with pytest.raises(StatusError) as info:
                     await client.get_json("/api/v1/nodes")
-            assert info.value.status == 401
+            assert info.value.code == 401
             assert info.value.reason == "Unauthorized"
-            assert info.value.status_obj is not None and info.value.status_obj["code"] == 401
+            assert info.value.status.message == "Unauthorized"  # the body's Status, decoded
 
             server.fail_lists = 1
             async with ApiClient(creds) as client:
-                with pytest.raises(ApiError) as info:
+                with pytest.raises(StatusError) as info:
                     await client.get_json("/api/v1/pods")
-            assert info.value.status == 500
+            assert info.value.code == 500
             assert "etcd is sad" in str(info.value)
 
     run(main())
@@ -176,9 +176,9 @@ def test_incluster_token_is_reread_when_rotated(tmp_path: Path) -> None:
                 # The kubelet rotates the projected token; the API server stops accepting the old.
                 (sa / "token").write_text("rotated-token")
                 server.token = "rotated-token"
-                with pytest.raises(ApiError) as info:
+                with pytest.raises(StatusError) as info:
                     await client.get_json("/api/v1/nodes")
-                assert info.value.status == 401
+                assert info.value.code == 401
                 # The 401 forced a re-read: the next request carries the new token.
                 await client.get_json("/api/v1/nodes")
             assert server.requests[-1][2]["Authorization"] == "Bearer rotated-token"
@@ -489,7 +489,7 @@ def test_kubeconfig_token_file_and_client_certificate_data(tmp_path: Path) -> No
                 # The file rotates; a 401 makes the client read it again.
                 token_file.write_text("next")
                 server.token = "next"
-                with pytest.raises(ApiError):
+                with pytest.raises(StatusError):
                     await client.get_json("/api/v1/nodes")
                 await client.get_json("/api/v1/nodes")
             assert server.requests[-1][2]["Authorization"] == "Bearer next"

@@ -21,10 +21,10 @@ from aiohttp import web
 
 from kube_helpers import CA, RecordingStore, Server, run, until
 from kubemetrics._native import Inventory, Store
+from kubemetrics.config import ConfigError
 from kubemetrics.kube import (
     ApiClient,
     ClusterCredentials,
-    ConfigError,
     Discovery,
     DiscoverySettings,
     NodeTarget,

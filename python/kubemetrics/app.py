@@ -36,9 +36,9 @@ from cryptography.x509.oid import NameOID
 from kubemetrics import _native
 from kubemetrics.api.routes import ApiDependencies, build_app
 from kubemetrics.auth import AuthConfigError, Security, TLSConfigError, start_security
-from kubemetrics.config import Config, ServingConfig
+from kubemetrics.config import Config, ConfigError, ServingConfig
 from kubemetrics.health import HealthChecks, ShutdownCheck, close_checks, standard_checks
-from kubemetrics.kube.client import ApiClient, ConfigError, load_credentials
+from kubemetrics.kube.client import ApiClient, load_credentials
 from kubemetrics.kube.discovery import Discovery, DiscoverySettings
 from kubemetrics.logs import kv
 from kubemetrics.memory import release_free_memory

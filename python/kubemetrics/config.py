@@ -19,6 +19,7 @@ from typing import Any, Literal
 from kubemetrics import _native
 
 # Defaults shared with the flag table (cli.py) so `Config()` equals "no flags given".
+# Code default of --kubelet-preferred-address-types (manifests: InternalIP,ExternalIP,Hostname).
 DEFAULT_ADDRESS_TYPES: tuple[str, ...] = (
     "Hostname",
     "InternalDNS",
@@ -80,10 +81,11 @@ LogFormat = Literal["text", "json"]
 
 
 class ConfigError(ValueError):
-    """One or more configuration problems; `errors` lists each, `str()` joins them on one line."""
+    """The configuration cannot be used: flags that conflict, credentials or files that cannot
+    be loaded. `errors` lists each problem, `str()` joins them on one line."""
 
-    def __init__(self, errors: list[str]) -> None:
-        self.errors = list(errors)
+    def __init__(self, errors: str | list[str]) -> None:
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
         super().__init__("; ".join(self.errors))
 
 

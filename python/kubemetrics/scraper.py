@@ -22,7 +22,8 @@ from typing import Literal, Protocol
 
 import aiohttp
 
-from kubemetrics.kube.client import ClusterCredentials, ConfigError, TokenSource, make_ssl_context
+from kubemetrics.config import ConfigError
+from kubemetrics.kube.client import ClusterCredentials, TokenSource, make_ssl_context
 from kubemetrics.kube.discovery import NodeTarget
 from kubemetrics.kubelet_transport import KubeletConnector
 from kubemetrics.logs import StateLog, kv

@@ -46,8 +46,8 @@ from kubemetrics.api.negotiation import (
 )
 from kubemetrics.api.status import (
     METRICS_GROUP,
-    ApiError,
     Status,
+    StatusError,
     bad_request,
     forbidden,
     internal_error,
@@ -229,7 +229,7 @@ def _errors_middleware() -> Middleware:
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
-        except ApiError as e:
+        except StatusError as e:
             return status_response(e.status)
         except web.HTTPNotFound:
             return status_response(path_not_found())
@@ -251,14 +251,14 @@ def _auth_middleware(authenticator: Authenticator, authorizer: Authorizer) -> Mi
             user = await authenticator.authenticate(request)
         except AuthenticationError as e:
             log.info("authentication failed for %s %s: %s", request.method, request.path, e)
-            raise ApiError(unauthorized()) from None
+            raise StatusError(unauthorized()) from None
         attrs = _request_attributes(request, user)
         decision = await authorizer.authorize(attrs)
         if not decision.allowed:
             msg = forbidden_message(attrs)
             if decision.reason:
                 msg = f"{msg}: {decision.reason}"
-            raise ApiError(forbidden(attrs.api_group, attrs.resource, attrs.name, msg))
+            raise StatusError(forbidden(attrs.api_group, attrs.resource, attrs.name, msg))
         return await handler(request)
 
     return auth
@@ -299,7 +299,7 @@ class _MetricsApi:
     def _negotiate(request: web.Request) -> Negotiated:
         chosen = negotiate(request.headers.get("Accept"))
         if chosen is None:
-            raise ApiError(not_acceptable(SUPPORTED_MEDIA_TYPES))
+            raise StatusError(not_acceptable(SUPPORTED_MEDIA_TYPES))
         return chosen
 
     @staticmethod
@@ -311,13 +311,13 @@ class _MetricsApi:
         include = request.query.get("includeObject", "")
         fmt = _TABLE_ROW_OBJECT.get(include)
         if fmt is None:
-            raise ApiError(bad_request(f"unrecognized includeObject value: {go_quote(include)}"))
+            raise StatusError(bad_request(f"unrecognized includeObject value: {go_quote(include)}"))
         return fmt
 
     @staticmethod
     def _selectors(request: web.Request, resource: str) -> tuple[str, str]:
         if request.query.get("watch", "") in _TRUE:
-            raise ApiError(method_not_supported(METRICS_GROUP, resource, "watch"))
+            raise StatusError(method_not_supported(METRICS_GROUP, resource, "watch"))
         return request.query.get("labelSelector", ""), request.query.get("fieldSelector", "")
 
     @staticmethod
@@ -370,7 +370,7 @@ class _MetricsApi:
         try:
             idx = await _call(big, _native.select_nodes, snap, deps.inventory, label, fields)
         except _native.SelectorError as e:
-            raise ApiError(bad_request(str(e))) from None
+            raise StatusError(bad_request(str(e))) from None
         nodes = self._fresh.columns(snap)[0]
         return await self._answer(
             request, chosen, _native.encode_nodes, snap, idx, nodes, now, single=False
@@ -382,12 +382,12 @@ class _MetricsApi:
         deps = self._deps
         if not deps.inventory.has_node(name):
             # upstream: the typed node lister's NotFound (resource "node", core group)
-            raise ApiError(not_found("", "node", name))
+            raise StatusError(not_found("", "node", name))
         snap = deps.snapshot()
         now = deps.clock()
         i = snap.node_index(name)
         if i is None:
-            raise ApiError(not_found(METRICS_GROUP, "nodemetrics", name))
+            raise StatusError(not_found(METRICS_GROUP, "nodemetrics", name))
         idx = np.array([i], dtype=np.int64)
         nodes = self._fresh.columns(snap)[0]
         return await self._answer(
@@ -407,7 +407,7 @@ class _MetricsApi:
                 big, _native.select_pods, snap, deps.inventory, namespace, label, fields
             )
         except _native.SelectorError as e:
-            raise ApiError(bad_request(str(e))) from None
+            raise StatusError(bad_request(str(e))) from None
         pods = self._fresh.columns(snap)[1]
         return await self._answer(
             request, chosen, _native.encode_pods, snap, idx, pods, now, single=False
@@ -420,12 +420,12 @@ class _MetricsApi:
         deps = self._deps
         if not deps.inventory.has_pod(namespace, name):
             # upstream: the pod metadata lister's NotFound (resource "pods", core group)
-            raise ApiError(not_found("", "pods", name))
+            raise StatusError(not_found("", "pods", name))
         snap = deps.snapshot()
         now = deps.clock()
         i = snap.pod_index(namespace, name)
         if i is None:
-            raise ApiError(not_found(METRICS_GROUP, "podmetrics", f"{namespace}/{name}"))
+            raise StatusError(not_found(METRICS_GROUP, "podmetrics", f"{namespace}/{name}"))
         idx = np.array([i], dtype=np.int64)
         pods = self._fresh.columns(snap)[1]
         return await self._answer(

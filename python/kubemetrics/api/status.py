@@ -1,5 +1,10 @@
 """Kubernetes `Status` error objects, shaped exactly as kube-apiserver writes them.
 
+`StatusError` is the one exception for "a request failed with this `Status`", as client-go's
+`errors.StatusError` is: our handlers raise it and the error middleware renders it, and the
+API-server client (`kube.client`) raises it for the API server's own failure answers. This
+module is a leaf (it imports nothing of the server but `gostrings`), so every layer may use it.
+
 Field order follows Go's `metav1.Status` JSON encoding (kind, apiVersion, metadata, status,
 message, reason, details, code) and empty detail fields are omitted, as `omitempty` does, so
 clients that compare bodies byte for byte (and humans diffing against upstream) see no change.
@@ -8,6 +13,7 @@ clients that compare bodies byte for byte (and humans diffing against upstream) 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -65,13 +71,35 @@ class Status:
         # kube-apiserver's JSON serializer ends every document with a newline.
         return orjson.dumps(self.as_dict()) + b"\n"
 
+    @classmethod
+    def from_answer(cls, code: int, obj: Any) -> Status:
+        """The `Status` an HTTP answer with status `code` carried (a decoded JSON body, or
+        None); the HTTP code wins, as client-go's does when the body's is missing."""
+        if not isinstance(obj, dict):
+            return cls(code=code, reason="", message="")
+        reason, message = obj.get("reason"), obj.get("message")
+        return cls(
+            code=code,
+            reason=reason if isinstance(reason, str) else "",
+            message=message if isinstance(message, str) else "",
+        )
 
-class ApiError(Exception):
-    """Raised by handlers; rendered as the carried `Status` by the error middleware."""
 
-    def __init__(self, status: Status) -> None:
-        super().__init__(status.message)
+class StatusError(Exception):
+    """A request failed with `status`: raised by our handlers (rendered by the error
+    middleware) and by the API-server client (the API server's answer)."""
+
+    def __init__(self, status: Status, message: str | None = None) -> None:
+        super().__init__(message or status.message)
         self.status = status
+
+    @property
+    def code(self) -> int:
+        return self.status.code
+
+    @property
+    def reason(self) -> str:
+        return self.status.reason
 
 
 def _qualified(group: str, resource: str) -> str:

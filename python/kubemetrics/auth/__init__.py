@@ -21,8 +21,8 @@ from kubemetrics.auth.authn import (
 from kubemetrics.auth.authz import DelegatingAuthorizer
 from kubemetrics.auth.delegation import AuthConfigError, DelegatedAuthentication
 from kubemetrics.auth.tls import DynamicServingTLS, TLSConfigError, build_context
-from kubemetrics.config import Config
-from kubemetrics.kube.client import ApiClient, ConfigError, load_credentials
+from kubemetrics.config import Config, ConfigError
+from kubemetrics.kube.client import ApiClient, load_credentials
 
 __all__ = [
     "AuthConfigError",

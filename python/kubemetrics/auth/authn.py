@@ -34,8 +34,9 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kubemetrics.api.hooks import ANONYMOUS, AuthenticationError, UserInfo
+from kubemetrics.api.status import StatusError
 from kubemetrics.auth.cache import TTLCache
-from kubemetrics.kube.client import ApiConnectionError, ApiError
+from kubemetrics.kube.client import ApiConnectionError
 
 log = logging.getLogger("kubemetrics.auth")
 
@@ -384,7 +385,7 @@ class TokenReviewAuthenticator:
             out = await self._client.post_json(
                 TOKEN_REVIEW_PATH, body, request_timeout=REVIEW_TIMEOUT
             )
-        except (ApiError, ApiConnectionError) as e:
+        except (StatusError, ApiConnectionError) as e:
             # Not an answer about the token: refuse this request, ask again next time.
             raise AuthenticationError(f"TokenReview failed: {e}") from None
         status = out.get("status") if isinstance(out, dict) else None

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubemetrics.api.hooks import ALLOW, Decision, RequestAttributes, UserInfo
-from kubemetrics.api.status import ApiError as HttpError
-from kubemetrics.api.status import internal_error
+from kubemetrics.api.status import StatusError, internal_error
 from kubemetrics.auth.authn import REVIEW_TIMEOUT, ReviewClient
 from kubemetrics.auth.cache import TTLCache
-from kubemetrics.kube.client import ApiConnectionError, ApiError
+from kubemetrics.kube.client import ApiConnectionError
 
 log = logging.getLogger("kubemetrics.auth")
 
@@ -141,14 +140,14 @@ class DelegatingAuthorizer:
             out = await self._client.post_json(
                 SUBJECT_ACCESS_REVIEW_PATH, subject_access_review(a), request_timeout=REVIEW_TIMEOUT
             )
-        except (ApiError, ApiConnectionError) as e:
+        except (StatusError, ApiConnectionError) as e:
             log.warning("SubjectAccessReview failed: %s", e)
-            raise HttpError(
+            raise StatusError(
                 internal_error(f"authorization: SubjectAccessReview failed: {e}")
             ) from None
         status = out.get("status") if isinstance(out, dict) else None
         if not isinstance(status, dict):
-            raise HttpError(internal_error("authorization: SubjectAccessReview without a status"))
+            raise StatusError(internal_error("authorization: SubjectAccessReview without a status"))
         reason = str(status.get("reason") or "")
         if status.get("allowed"):
             return _Answer(Decision(True, reason))

@@ -26,9 +26,10 @@ from typing import Any
 
 import orjson
 
+from kubemetrics.api.status import StatusError
 from kubemetrics.auth.authn import CABundle, RequestHeaderConfig
 from kubemetrics.config import AuthnConfig
-from kubemetrics.kube.client import ApiClient, ApiConnectionError, ApiError
+from kubemetrics.kube.client import ApiClient, ApiConnectionError
 from kubemetrics.kube.reflector import Reflector, ReflectorSettings
 from kubemetrics.logs import kv
 
@@ -201,8 +202,8 @@ class DelegatedAuthentication:
         try:
             obj = await self._client.get_json(path, request_timeout=30.0)
             self._take_configmap(obj.get("data") or {} if isinstance(obj, dict) else {})
-        except ApiError as e:
-            if e.status == 404:
+        except StatusError as e:
+            if e.code == 404:
                 log.warning(
                     "configmap/%s in %s not found: client certificate and front-proxy "
                     "authentication stay off until it exists",
@@ -211,7 +212,7 @@ class DelegatedAuthentication:
                 )
                 return
             hint = ""
-            if e.status == 403:
+            if e.code == 403:
                 hint = (
                     f"Unable to get configmap/{CONFIGMAP_NAME} in {CONFIGMAP_NAMESPACE}. "
                     f"{GRANT_HINT}. "

@@ -3,16 +3,13 @@
 from kubemetrics.kube.client import (
     ApiClient,
     ApiConnectionError,
-    ApiError,
     ClusterCredentials,
-    ConfigError,
     TokenSource,
     load_credentials,
     load_incluster_credentials,
     load_kubeconfig_credentials,
 )
 from kubemetrics.kube.discovery import (
-    DEFAULT_ADDRESS_TYPES,
     Discovery,
     DiscoverySettings,
     NodeTarget,
@@ -20,12 +17,9 @@ from kubemetrics.kube.discovery import (
 from kubemetrics.kube.reflector import Reflector, ReflectorHandler, ReflectorSettings
 
 __all__ = [
-    "DEFAULT_ADDRESS_TYPES",
     "ApiClient",
     "ApiConnectionError",
-    "ApiError",
     "ClusterCredentials",
-    "ConfigError",
     "Discovery",
     "DiscoverySettings",
     "NodeTarget",

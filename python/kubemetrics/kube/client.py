@@ -22,6 +22,9 @@ from typing import Any
 import aiohttp
 import orjson
 
+from kubemetrics.api.status import Status, StatusError
+from kubemetrics.config import ConfigError
+
 log = logging.getLogger("kubemetrics.kube")
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -31,31 +34,6 @@ TOKEN_REFRESH_SECONDS = 60.0
 # cluster's size) but is read once.
 _MAX_ERROR_BODY = 1 << 20
 _MAX_WATCH_LINE = 64 << 20
-
-
-class ConfigError(Exception):
-    """The API-server credentials cannot be found or loaded."""
-
-
-class ApiError(Exception):
-    """The API server answered with a non-2xx status.
-
-    ``status`` is the HTTP status; ``status_obj`` the decoded ``Status`` object when the body
-    held one (its ``reason``/``code`` are what callers branch on, e.g. ``Expired`` / 410).
-    """
-
-    def __init__(self, status: int, status_obj: dict[str, Any] | None, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.status_obj = status_obj
-
-    @property
-    def reason(self) -> str:
-        if self.status_obj is not None:
-            reason = self.status_obj.get("reason")
-            if isinstance(reason, str):
-                return reason
-        return ""
 
 
 class ApiConnectionError(Exception):
@@ -368,8 +346,9 @@ class ApiClient:
             detail = status_obj["message"]
         elif body:
             detail = body[:200].decode(errors="replace").strip()
-        raise ApiError(
-            resp.status, status_obj, f"{method} {path}: HTTP {resp.status}: {detail or resp.reason}"
+        raise StatusError(
+            Status.from_answer(resp.status, status_obj),
+            f"{method} {path}: HTTP {resp.status}: {detail or resp.reason}",
         )
 
     @contextlib.asynccontextmanager

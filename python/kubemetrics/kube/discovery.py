@@ -15,19 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kubemetrics.config import DEFAULT_ADDRESS_TYPES
 from kubemetrics.kube.client import ApiClient
 from kubemetrics.kube.reflector import Reflector, ReflectorSettings
 
 log = logging.getLogger("kubemetrics.discovery")
 
-# Code default of --kubelet-preferred-address-types (manifests: InternalIP,ExternalIP,Hostname).
-DEFAULT_ADDRESS_TYPES: tuple[str, ...] = (
-    "Hostname",
-    "InternalDNS",
-    "InternalIP",
-    "ExternalDNS",
-    "ExternalIP",
-)
 DEFAULT_METRICS_PATH = "/metrics/resource"
 METRICS_PATH_ANNOTATION = "metrics.k8s.io/resource-metrics-path"
 

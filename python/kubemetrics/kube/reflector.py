@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from kubemetrics.kube.client import ApiClient, ApiConnectionError, ApiError
+from kubemetrics.api.status import StatusError
+from kubemetrics.kube.client import ApiClient, ApiConnectionError
 
 log = logging.getLogger("kubemetrics.kube")
 
@@ -217,8 +218,8 @@ class Reflector:
                 gone_streak = gone_streak + 1 if not self._events else 1
                 if gone_streak < 2:
                     continue
-            except ApiError as exc:
-                if exc.status == 410:
+            except StatusError as exc:
+                if exc.code == 410:
                     # An expired version on the watch, or an expired continue token in a list.
                     log.info("%s: %s; relisting", self.name, exc)
                     need_list, consistent = True, True
