@@ -31,14 +31,14 @@ from kubemetrics.kube import (
     TokenSource,
     load_kubeconfig_credentials,
 )
-from kubemetrics.kubelet_transport import TLSTransport
-from kubemetrics.memory import release_free_memory
-from kubemetrics.scraper import (
+from kubemetrics.scrape.memory import release_free_memory
+from kubemetrics.scrape.scraper import (
     KubeletClientSettings,
     Scraper,
     ScrapeSettings,
     kubelet_settings,
 )
+from kubemetrics.scrape.transport import TLSTransport
 from kubemetrics_sim.testing import SimProcess
 
 TOKEN = "kubelet-token"

@@ -41,8 +41,8 @@ from kubemetrics.health import HealthChecks, ShutdownCheck, close_checks, standa
 from kubemetrics.kube.client import ApiClient, load_credentials
 from kubemetrics.kube.discovery import Discovery, DiscoverySettings
 from kubemetrics.logs import kv
-from kubemetrics.memory import release_free_memory
-from kubemetrics.scraper import Scraper, ScrapeSettings, kubelet_settings
+from kubemetrics.scrape.memory import release_free_memory
+from kubemetrics.scrape.scraper import Scraper, ScrapeSettings, kubelet_settings
 from kubemetrics.selfmetrics import SelfMetrics
 
 log = logging.getLogger("kubemetrics.app")

@@ -6,7 +6,7 @@ random stagger of up to min(8 ms × nodes, 4 s), under its own timeout, with no 
 ``max_concurrency`` at a time. Response bodies go as bytes into ``Store.ingest`` (Rust parses
 and stores them), so no per-container Python object is ever built. One aiohttp session with
 keep-alive longer than the resolution is reused across ticks, so a steady cluster costs no TLS
-handshakes after the first tick; its TLS layer is ``kubelet_transport`` (small idle connections).
+handshakes after the first tick; its TLS layer is ``scrape.transport`` (small idle connections).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import aiohttp
 from kubemetrics.config import ConfigError
 from kubemetrics.kube.client import ClusterCredentials, TokenSource, make_ssl_context
 from kubemetrics.kube.discovery import NodeTarget
-from kubemetrics.kubelet_transport import KubeletConnector
 from kubemetrics.logs import StateLog, kv
+from kubemetrics.scrape.transport import KubeletConnector
 
 log = logging.getLogger("kubemetrics.scraper")
 
