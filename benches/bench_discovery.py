@@ -67,18 +67,10 @@ def pages() -> tuple[bytes, ...]:
     return tuple(out)
 
 
-class _Store:
-    def forget_node(self, node: str) -> None:
-        pass
-
-    def forget_pod(self, namespace: str, pod: str) -> None:
-        pass
-
-
 def _discovery() -> Discovery:
     # No request is made: only the pod handler is driven, with bytes as the API server sends.
     client = ApiClient(ClusterCredentials(server="http://127.0.0.1:9"))
-    return Discovery(client, _native.Inventory(), _Store(), DiscoverySettings())
+    return Discovery(client, _native.Inventory(), DiscoverySettings())
 
 
 def _list(d: Discovery, data: tuple[bytes, ...]) -> None:

@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kubemetrics import _native
+
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -526,7 +528,8 @@ class RecordingInventory:
 
 
 class RecordingStore:
-    """Stands in for the native Store: records ingests; rejects bodies that aren't metrics."""
+    """Stands in for the native Store: records ingests; rejects bodies that aren't metrics.
+    Its snapshots are empty (what the scrape cycle publishes is not what these tests check)."""
 
     def __init__(self) -> None:
         self.ingested: list[tuple[str, bytes, int]] = []
@@ -546,3 +549,9 @@ class RecordingStore:
 
     def forget_pod(self, namespace: str, pod: str) -> None:
         self.forgotten_pods.append((namespace, pod))
+
+    def snapshot(self, now_ms: int) -> _native.Snapshot:
+        return _native.Store(60.0).snapshot(now_ms)
+
+    def points(self) -> tuple[int, int]:
+        return 0, 0

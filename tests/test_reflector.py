@@ -22,7 +22,6 @@ from kube_helpers import (
     CA,
     FakeApiServer,
     RecordingInventory,
-    RecordingStore,
     kubeconfig,
     node,
     pod,
@@ -74,16 +73,15 @@ async def api_server(
 @contextlib.asynccontextmanager
 async def discovery(
     creds: ClusterCredentials, settings: DiscoverySettings | None = None
-) -> AsyncIterator[tuple[Discovery, RecordingInventory, RecordingStore]]:
+) -> AsyncIterator[tuple[Discovery, RecordingInventory]]:
     inv = RecordingInventory()
-    store = RecordingStore()
     async with ApiClient(creds) as client:
-        d = Discovery(client, inv, store, settings or DiscoverySettings())
+        d = Discovery(client, inv, settings or DiscoverySettings())
         task = asyncio.create_task(d.run())
         try:
             async with asyncio.timeout(20):
                 await d.wait_synced()
-            yield d, inv, store
+            yield d, inv
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -230,7 +228,7 @@ def test_discovery_lists_then_follows_the_watch(tmp_path: Path) -> None:
     async def main() -> None:
         async with api_server(tmp_path) as (server, creds):
             await seed(server)
-            async with discovery(creds) as (d, inv, store):
+            async with discovery(creds) as (d, inv):
                 assert d.has_synced
                 assert inv.nodes == {"n1": {"zone": "a"}, "n2": {"zone": "b"}}
                 # Only Running pods, labels from the metadata-only view.
@@ -256,8 +254,9 @@ def test_discovery_lists_then_follows_the_watch(tmp_path: Path) -> None:
                     "watch events applied",
                 )
                 assert inv.pods[("default", "web-1")] == {"app": "web", "tier": "front"}
-                assert store.forgotten_pods == [("default", "web-2")]
-                assert store.forgotten_nodes == ["n2"]
+                # Emitted for the scrape cycle to forget: the store is not discovery's to write.
+                assert d.removed.pods == {("default", "web-2")}
+                assert d.removed.nodes == {"n2"}
                 assert "n2" not in d.targets
                 assert d.pod_count == 3
 
@@ -276,11 +275,32 @@ def test_discovery_lists_then_follows_the_watch(tmp_path: Path) -> None:
     run(main())
 
 
+def test_take_removed_drains_and_skips_what_came_back(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with api_server(tmp_path) as (server, creds):
+            await seed(server)
+            async with discovery(creds) as (d, inv):
+                await server.delete("pods", "web-1", "default")
+                await server.delete("pods", "web-2", "default")
+                await server.delete("nodes", "n2")
+                await until(lambda: len(d.removed.pods) == 2 and d.removed.nodes, "removals")
+                # web-2 is recreated under the same name before the cycle looks: its fresh
+                # samples must stay.
+                await server.put("pods", pod("default", "web-2", app="web"))
+                await until(lambda: ("default", "web-2") in inv.pods, "web-2 back")
+                taken = d.take_removed()
+                assert taken.pods == {("default", "web-1")} and taken.nodes == {"n2"}
+                again = d.take_removed()
+                assert again.pods == set() and again.nodes == set()
+
+    run(main())
+
+
 def test_node_selector_and_bookmarks(tmp_path: Path) -> None:
     async def main() -> None:
         async with api_server(tmp_path) as (server, creds):
             await seed(server)
-            async with discovery(creds, DiscoverySettings(node_selector="zone=a")) as (d, inv, _):
+            async with discovery(creds, DiscoverySettings(node_selector="zone=a")) as (d, inv):
                 assert set(inv.nodes) == {"n1"}
                 await server.bookmark()
                 rv = server.rv
@@ -301,7 +321,7 @@ def test_410_gone_relists_and_reconciles(tmp_path: Path, as_http: bool) -> None:
         async with api_server(tmp_path) as (server, creds):
             await seed(server)
             server.watch_gone_as_http = as_http
-            async with discovery(creds) as (d, inv, store):
+            async with discovery(creds) as (d, inv):
                 assert d.pod_reflector.lists == 1
                 # Deleted while history was compacted away: no watch event will ever say so.
                 server.delete_silently("pods", "web-1", "default")
@@ -314,8 +334,8 @@ def test_410_gone_relists_and_reconciles(tmp_path: Path, as_http: bool) -> None:
                 )
                 assert ("default", "web-1") not in inv.pods
                 assert ("default", "new") in inv.pods
-                assert store.forgotten_pods == [("default", "web-1")]
-                assert set(inv.nodes) == {"n2"} and store.forgotten_nodes == ["n1"]
+                assert d.removed.pods == {("default", "web-1")}
+                assert set(inv.nodes) == {"n2"} and d.removed.nodes == {"n1"}
                 assert d.pod_reflector.last_error is None
             # After a 410 the relist is a consistent read (no resourceVersion=0).
             pod_lists = [
@@ -331,7 +351,7 @@ def test_dropped_watch_relists(tmp_path: Path) -> None:
     async def main() -> None:
         async with api_server(tmp_path) as (server, creds):
             await seed(server)
-            async with discovery(creds) as (d, inv, _):
+            async with discovery(creds) as (d, inv):
                 await until(lambda: server.watching() == 2, "both watches open")
                 server.drop_watches()
                 await until(lambda: d.pod_reflector.lists >= 2, "relist after a dropped watch")
@@ -346,7 +366,7 @@ def test_pagination_collects_every_page(tmp_path: Path) -> None:
         async with api_server(tmp_path) as (server, creds):
             for i in range(7):
                 await server.put("pods", pod("ns", f"p{i}"))
-            async with discovery(creds, DiscoverySettings(page_size=3)) as (_, inv, _store):
+            async with discovery(creds, DiscoverySettings(page_size=3)) as (_, inv):
                 assert {name for _, name in inv.pods} == {f"p{i}" for i in range(7)}
             pod_lists = [
                 q for p, q, _ in server.requests if p == "/api/v1/pods" and "watch" not in q
@@ -361,12 +381,12 @@ def test_api_server_down_keeps_state_then_recovers(tmp_path: Path) -> None:
     async def main() -> None:
         async with api_server(tmp_path) as (server, creds):
             await seed(server)
-            async with discovery(creds) as (d, inv, store):
+            async with discovery(creds) as (d, inv):
                 before = dict(inv.pods)
                 await server.stop()
                 await until(lambda: d.pod_reflector.last_error is not None, "error noticed")
                 # Serving goes on with what we had: nothing was dropped.
-                assert inv.pods == before and store.forgotten_pods == []
+                assert inv.pods == before and d.removed.pods == set()
                 assert d.has_synced
                 # Changes made while we could not see them.
                 server.cols["pods"].objects.pop("default/web-2")
@@ -379,7 +399,7 @@ def test_api_server_down_keeps_state_then_recovers(tmp_path: Path) -> None:
                     "recovered after the API server returned",
                 )
                 await until(lambda: d.pod_reflector.last_error is None, "error cleared")
-                assert store.forgotten_pods == [("default", "web-2")]
+                assert d.removed.pods == {("default", "web-2")}
 
     run(main())
 

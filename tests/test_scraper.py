@@ -1,4 +1,4 @@
-"""The scrape loop against fake kubelets over real HTTP/TLS on 127.0.0.1.
+"""The scraper and the scrape cycle's loop against fake kubelets over real HTTP/TLS on 127.0.0.1.
 
 Covers: bodies reach the store unchanged with the request time, the path annotation, failing
 kubelets (slow, 500, garbage, oversized, unreachable, no address) not affecting healthy ones,
@@ -22,6 +22,7 @@ from aiohttp import web
 from kube_helpers import CA, RecordingStore, Server, run, until
 from kubemetrics._native import Inventory, Store
 from kubemetrics.config import ConfigError
+from kubemetrics.cycle import Cycle
 from kubemetrics.kube import (
     ApiClient,
     ClusterCredentials,
@@ -31,6 +32,7 @@ from kubemetrics.kube import (
     TokenSource,
     load_kubeconfig_credentials,
 )
+from kubemetrics.kube.discovery import Removed
 from kubemetrics.scrape.memory import release_free_memory
 from kubemetrics.scrape.scraper import (
     KubeletClientSettings,
@@ -111,10 +113,13 @@ class Kubelet:
 
 
 class Observer:
+    """The scraper's and the cycle's observer, recording what they report, in order."""
+
     def __init__(self) -> None:
         self.events: list[tuple[str, str, bool]] = []
         self.ticks: list[float] = []
         self.removed: list[str] = []
+        self.points: list[tuple[int, int]] = []
 
     def on_request(self, node: str, seconds: float, success: bool, started_at: float) -> None:
         self.events.append(("request", node, success))
@@ -125,6 +130,9 @@ class Observer:
 
     def on_node_removed(self, node: str) -> None:
         self.removed.append(node)
+
+    def set_storage_points(self, nodes: int, containers: int) -> None:
+        self.points.append((nodes, containers))
 
     def result(self, node: str) -> list[bool]:
         return [ok for kind, n, ok in self.events if kind == "request" and n == node]
@@ -155,6 +163,21 @@ def creds_for(ca: CA, token: str = TOKEN) -> ClusterCredentials:
     )
 
 
+class Removals:
+    """Stands in for discovery: what the next cycle takes as removed."""
+
+    def __init__(self) -> None:
+        self.next = Removed()
+
+    def take_removed(self) -> Removed:
+        out, self.next = self.next, Removed()
+        return out
+
+
+def cycle_of(scraper: Scraper, store: RecordingStore, obs: Observer, resolution: float) -> Cycle:
+    return Cycle(scraper, store, Removals(), obs, resolution)
+
+
 def fast(resolution: float = 60.0) -> ScrapeSettings:
     # A small stagger keeps the tests quick; the 8 ms × nodes rule is exercised all the same.
     return ScrapeSettings(resolution=resolution, max_stagger=0.05)
@@ -170,7 +193,7 @@ def test_tick_delivers_bodies_to_the_store(tmp_path: Path) -> None:
             obs = Observer()
             scraper = Scraper(targets, store, kubelet_settings(creds_for(ca)), fast(), obs)
             before = int(time.time() * 1000)
-            await scraper.tick()
+            await cycle_of(scraper, store, obs, 60.0).run_once()
             after = int(time.time() * 1000)
             await scraper.close()
             got = {node: body for node, body, _ in store.ingested}
@@ -259,7 +282,7 @@ def test_connections_are_kept_alive_across_ticks(tmp_path: Path) -> None:
             store = RecordingStore()
             obs = Observer()
             scraper = Scraper(targets, store, kubelet_settings(creds_for(ca)), fast(0.2), obs)
-            task = asyncio.create_task(scraper.run())
+            task = asyncio.create_task(cycle_of(scraper, store, obs, 0.2).run())
             await until(lambda: len(obs.ticks) >= 4, "four ticks")
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -280,8 +303,9 @@ def test_ticks_never_overlap_and_do_not_pile_up(tmp_path: Path) -> None:
             targets = {k.name: k.target() for k in fleet}
             obs = Observer()
             settings = kubelet_settings(creds_for(ca), request_timeout=0.5)
-            scraper = Scraper(targets, RecordingStore(), settings, fast(0.1), obs)
-            task = asyncio.create_task(scraper.run())
+            store = RecordingStore()
+            scraper = Scraper(targets, store, settings, fast(0.1), obs)
+            task = asyncio.create_task(cycle_of(scraper, store, obs, 0.1).run())
             await until(lambda: len(obs.ticks) >= 3, "three ticks")
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -302,7 +326,7 @@ def test_cancellation_stops_in_flight_scrapes(tmp_path: Path) -> None:
             targets = {k.name: k.target() for k in fleet}
             store = RecordingStore()
             scraper = Scraper(targets, store, kubelet_settings(creds_for(ca)), fast())
-            task = asyncio.create_task(scraper.run())
+            task = asyncio.create_task(cycle_of(scraper, store, Observer(), 60.0).run())
             await until(lambda: len(fleet[0].auth_headers) == 1, "slow request in flight")
             await until(lambda: len(store.ingested) == 1, "healthy node scraped")
             task.cancel()
@@ -319,16 +343,20 @@ def test_removed_nodes_are_reported_once(tmp_path: Path) -> None:
         async with kubelets(ca, "ok", "error") as fleet:
             targets = {k.name: k.target() for k in fleet}
             obs = Observer()
-            scraper = Scraper(
-                targets, RecordingStore(), kubelet_settings(creds_for(ca)), fast(), obs
-            )
-            await scraper.tick()
+            store = RecordingStore()
+            scraper = Scraper(targets, store, kubelet_settings(creds_for(ca)), fast(), obs)
+            removals = Removals()
+            cycle = Cycle(scraper, store, removals, obs, 60.0)
+            await cycle.run_once()
             assert fleet[1].name in scraper.failing
+            # Discovery drops the node from the table and emits its removal.
             del targets[fleet[1].name]
-            await scraper.tick()
-            await scraper.tick()
+            removals.next.nodes.add(fleet[1].name)
+            await cycle.run_once()
+            await cycle.run_once()
             await scraper.close()
             assert obs.removed == [fleet[1].name]
+            assert store.forgotten_nodes == [fleet[1].name]
             assert scraper.failing == {}
 
     run(main())
@@ -478,7 +506,7 @@ def test_unreadable_token_fails_the_tick_not_the_loop(tmp_path: Path) -> None:
             store = RecordingStore()
             obs = Observer()
             s = Scraper(targets, store, kubelet_settings(creds), fast(), obs)
-            await s.tick()
+            await cycle_of(s, store, obs, 60.0).run_once()
             assert set(s.failing) == set(targets)
             assert all("cannot read credentials" in m for m in s.failing.values())
             assert store.ingested == [] and obs.events[-1][0] == "tick"
@@ -510,7 +538,7 @@ def test_discovery_and_scraping_against_the_simulator(sim: SimProcess) -> None:
             use_node_status_port=True,
         )
         async with ApiClient(creds) as client:
-            d = Discovery(client, inv, store, settings)
+            d = Discovery(client, inv, settings)
             tasks = [asyncio.create_task(d.run())]
             try:
                 await d.wait_synced()
@@ -532,7 +560,8 @@ def test_discovery_and_scraping_against_the_simulator(sim: SimProcess) -> None:
                     ScrapeSettings(resolution=1.0),
                     obs,
                 )
-                tasks.append(asyncio.create_task(scraper.run()))
+                cycle = Cycle(scraper, store, d, obs, 1.0)
+                tasks.append(asyncio.create_task(cycle.run()))
 
                 def servable() -> int:
                     snap = store.snapshot(int(time.time() * 1000))

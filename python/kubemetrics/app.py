@@ -1,9 +1,10 @@
 """Wiring only: a validated `Config` → a running server.
 
     credentials ─▶ ApiClient ─▶ Discovery (node + pod reflectors) ─▶ Inventory, node table
-    node table ─▶ Scraper ─▶ Store.ingest            (one tick at start, then every resolution)
-    after each tick: Store.snapshot(now) ─▶ the API  (once per scrape cycle)
-    SelfMetrics observes the scraper; health checks read discovery, the snapshot and the loop.
+    Cycle (cycle.py), once per resolution: Scraper tick → Store.ingest → forget what discovery
+      removed → Store.snapshot → warm → publish to the API → trim memory
+    SelfMetrics observes the scraper and the cycle; health checks read discovery, the
+    published snapshot and the loop.
 
 The HTTPS listener comes up first (so probes get answers while the caches fill); the scrape
 loop starts once the node list is synced, so its first tick already sees every node. On SIGTERM
@@ -22,8 +23,6 @@ import logging
 import os
 import signal
 import ssl
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import uvloop
@@ -37,11 +36,11 @@ from kubemetrics import _native
 from kubemetrics.api.routes import ApiDependencies, build_app
 from kubemetrics.auth import AuthConfigError, Security, TLSConfigError, start_security
 from kubemetrics.config import Config, ConfigError, ServingConfig
+from kubemetrics.cycle import Cycle
 from kubemetrics.health import HealthChecks, ShutdownCheck, close_checks, standard_checks
 from kubemetrics.kube.client import ApiClient, load_credentials
 from kubemetrics.kube.discovery import Discovery, DiscoverySettings
 from kubemetrics.logs import kv
-from kubemetrics.scrape.memory import release_free_memory
 from kubemetrics.scrape.scraper import Scraper, ScrapeSettings, kubelet_settings
 from kubemetrics.selfmetrics import SelfMetrics
 
@@ -192,91 +191,6 @@ def _ca_bundle_hint(cert_file: str) -> str:
     return base64.b64encode(ca).decode()
 
 
-# --- the scrape cycle ---------------------------------------------------------------------------
-
-
-class SnapshotKeeper:
-    """Holds the snapshot the API serves; replaced after every scrape tick.
-
-    `Store.snapshot` and `warm_cache` release the GIL, so they run in a worker thread and the loop
-    keeps serving meanwhile. Refreshes never overlap: one requested during another runs right
-    after it.
-    """
-
-    def __init__(
-        self, store: _native.Store, metrics: SelfMetrics, clock: Callable[[], float] = time.time
-    ) -> None:
-        self._store = store
-        self._metrics = metrics
-        self._clock = clock
-        self._snapshot = store.snapshot(int(clock() * 1000))
-        self._task: asyncio.Task[None] | None = None
-        self._again = False
-        self.refreshes = 0
-
-    def current(self) -> _native.Snapshot:
-        return self._snapshot
-
-    def request_refresh(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._again = True
-            return
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="snapshot")
-
-    async def _run(self) -> None:
-        while True:
-            self._again = False
-            try:
-                await self.refresh()
-            except Exception:  # a bug here must not stop later cycles
-                log.exception("Taking the metrics snapshot failed")
-            if not self._again:
-                return
-
-    async def refresh(self) -> None:
-        now_ms = int(self._clock() * 1000)
-        snap = await asyncio.to_thread(self._store.snapshot, now_ms)
-        # Encode the protobuf pieces once per cycle, before publishing: `kubectl top` and the HPA
-        # ask for protobuf, and a first full list would otherwise pay this on the request path.
-        await asyncio.to_thread(_native.warm_cache, snap, "protobuf")
-        self._snapshot = snap
-        nodes, containers = self._store.points()
-        self._metrics.set_storage_points(nodes, containers)
-        self.refreshes += 1
-        # The cycle's bodies and the previous snapshot are freed by now: return their pages.
-        await asyncio.to_thread(release_free_memory)
-
-    async def wait_idle(self) -> None:
-        """Until no refresh is running or queued."""
-        while self._task is not None and not self._task.done():
-            await asyncio.shield(self._task)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-
-class CycleObserver:
-    """The scraper's observer: self-metrics, then a new snapshot after each tick."""
-
-    def __init__(self, metrics: SelfMetrics, keeper: SnapshotKeeper) -> None:
-        self._metrics = metrics
-        self._keeper = keeper
-
-    def on_request(self, node: str, seconds: float, success: bool, started_at: float) -> None:
-        self._metrics.on_request(node, seconds, success, started_at)
-
-    def on_tick(self, seconds: float) -> None:
-        self._metrics.on_tick(seconds)
-        self._keeper.request_refresh()
-
-    def on_node_removed(self, node: str) -> None:
-        self._metrics.on_node_removed(node)
-
-
 # --- the server ---------------------------------------------------------------------------------
 
 
@@ -285,7 +199,7 @@ class _Parts:
     client: ApiClient
     discovery: Discovery
     scraper: Scraper
-    keeper: SnapshotKeeper
+    cycle: Cycle
     health: HealthChecks
     runner: web.AppRunner
 
@@ -335,7 +249,6 @@ class Server:
         discovery = Discovery(
             client,
             inventory,
-            store,
             DiscoverySettings(
                 address_types=c.kubelet.preferred_address_types,
                 kubelet_port=c.kubelet.port,
@@ -344,24 +257,24 @@ class Server:
             ),
         )
         metrics = SelfMetrics(c.metric_resolution)
-        keeper = SnapshotKeeper(store, metrics)
         scraper = Scraper(
             discovery.targets,
             store,
             kubelet,
             ScrapeSettings(resolution=c.metric_resolution),
-            CycleObserver(metrics, keeper),
+            metrics,
         )
+        cycle = Cycle(scraper, store, discovery, metrics, c.metric_resolution)
         health = standard_checks(
             informers_synced=lambda: discovery.has_synced,
-            storage_ready=lambda: keeper.current().ready,
+            storage_ready=lambda: cycle.current().ready,
             last_tick_start=lambda: scraper.last_tick_started,
             resolution_seconds=c.metric_resolution,
             shutdown=self.shutdown,
         )
         app = build_app(
             ApiDependencies(
-                snapshot=keeper.current,
+                snapshot=cycle.current,
                 inventory=inventory,
                 health=health,
                 metrics=metrics,
@@ -392,7 +305,7 @@ class Server:
             ) from e
         self.address = _bound_address(runner, s)
         log.info("Serving securely", extra=kv(address=_hostport(self.address[0], self.address[1])))
-        self._parts = _Parts(client, discovery, scraper, keeper, health, runner)
+        self._parts = _Parts(client, discovery, scraper, cycle, health, runner)
         self._tasks.append(asyncio.create_task(discovery.run(), name="discovery"))
         self._tasks.append(asyncio.create_task(self._scrape_when_synced(), name="scraper"))
 
@@ -442,7 +355,7 @@ class Server:
             "Starting the scrape loop",
             extra=kv(nodes=len(d.targets), resolution=f"{self.config.metric_resolution:g}s"),
         )
-        await self._parts.scraper.run()
+        await self._parts.cycle.run()
 
     async def wait(self, stop: asyncio.Event) -> int:
         """Until `stop` is set (0) or a background task dies (1)."""
@@ -476,7 +389,6 @@ class Server:
         self._tasks.clear()
         if self._parts is not None:
             await self._parts.scraper.close()
-            await self._parts.keeper.close()
         if self._security is not None:
             await self._security.close()
         if self._client is not None:

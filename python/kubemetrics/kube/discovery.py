@@ -1,5 +1,9 @@
 """Node and pod discovery: two reflectors feeding the Inventory and the scraper's node table.
 
+Discovery writes only what it owns (the Inventory and the node table). What went away it
+*emits* in `Removed`; the scrape cycle (`kubemetrics.cycle`) takes it once per cycle and tells
+the store, the scraper and the self-metrics to forget it.
+
 Nodes are watched as full objects (addresses, kubelet port, the resource-metrics-path
 annotation, labels) filtered by ``--node-selector``; pods as metadata only, Running ones
 (``fieldSelector=status.phase=Running``), for their labels. Per pod the hot path does one
@@ -12,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kubemetrics.config import DEFAULT_ADDRESS_TYPES
@@ -39,11 +43,12 @@ class InventoryLike(Protocol):
     def delete_pod(self, namespace: str, name: str) -> None: ...
 
 
-class StoreForgetter(Protocol):
-    """The part of ``kubemetrics._native.Store`` told about objects that went away."""
+@dataclass
+class Removed:
+    """Nodes and pods (namespace, name) that left the cluster (or the selection)."""
 
-    def forget_node(self, node: str) -> None: ...
-    def forget_pod(self, namespace: str, pod: str) -> None: ...
+    nodes: set[str] = field(default_factory=set)
+    pods: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +145,7 @@ class _NodeHandler:
     def _delete(self, name: str) -> None:
         self._d.targets.pop(name, None)
         self._d.inventory.delete_node(name)
-        self._d.store.forget_node(name)
+        self._d.removed.nodes.add(name)
         log.debug("Node %s removed", name)
 
 
@@ -173,12 +178,12 @@ class _PodHandler:
     def end_list(self) -> None:
         seen = self._seen
         delete_pod = self._d.inventory.delete_pod
-        forget_pod = self._d.store.forget_pod
+        removed = self._d.removed.pods
         for ns, names in self.pods.items():
             gone = names - seen[ns] if ns in seen else names
             for name in gone:
                 delete_pod(ns, name)
-                forget_pod(ns, name)
+                removed.add((ns, name))
         self.pods = seen
         self._seen = {}
 
@@ -196,7 +201,7 @@ class _PodHandler:
                 if not names:
                     del self.pods[ns]
             self._d.inventory.delete_pod(ns, name)
-            self._d.store.forget_pod(ns, name)
+            self._d.removed.pods.add((ns, name))
         else:
             self._d.inventory.set_pod(ns, name, meta.get("labels") or _NO_LABELS)
             names = self.pods.get(ns)
@@ -206,19 +211,19 @@ class _PodHandler:
 
 
 class Discovery:
-    """Runs the node and pod reflectors; ``targets`` is the live node table for the scraper."""
+    """Runs the node and pod reflectors; ``targets`` is the live node table for the scraper,
+    ``removed`` what went away since the cycle last called :meth:`take_removed`."""
 
     def __init__(
         self,
         client: ApiClient,
         inventory: InventoryLike,
-        store: StoreForgetter,
         settings: DiscoverySettings,
     ) -> None:
         self.inventory = inventory
-        self.store = store
         self.settings = settings
         self.targets: dict[str, NodeTarget] = {}
+        self.removed = Removed()
         self.pod_handler = _PodHandler(self)
         self.node_handler = _NodeHandler(self)
         self.node_reflector = Reflector(
@@ -243,6 +248,15 @@ class Discovery:
             ),
             self.pod_handler,
         )
+
+    def take_removed(self) -> Removed:
+        """What went away since the last call and has not come back since (a pod deleted and
+        recreated under the same name keeps its fresh samples); starts a new list."""
+        out, self.removed = self.removed, Removed()
+        out.nodes.difference_update(self.targets)
+        pods = self.pod_handler.pods
+        out.pods = {(ns, name) for ns, name in out.pods if name not in pods.get(ns, ())}
+        return out
 
     @property
     def has_synced(self) -> bool:

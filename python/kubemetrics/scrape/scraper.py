@@ -1,7 +1,7 @@
-"""The scrape loop (SPEC §2): every resolution, GET each node's kubelet /metrics/resource.
+"""One scrape tick (SPEC §2): GET each node's kubelet /metrics/resource, into the store.
 
-One tick at start, then one per resolution; ticks never overlap (an overrunning tick is
-followed at once by the next, never by a pile-up). Inside a tick each node is fetched after a
+The loop that runs a tick every resolution is the scrape cycle (``kubemetrics.cycle``).
+Inside a tick each node is fetched after a
 random stagger of up to min(8 ms × nodes, 4 s), under its own timeout, with no retry, at most
 ``max_concurrency`` at a time. Response bodies go as bytes into ``Store.ingest`` (Rust parses
 and stores them), so no per-container Python object is ever built. One aiohttp session with
@@ -40,29 +40,15 @@ class Ingestor(Protocol):
 
 
 class ScrapeObserver(Protocol):
-    """Self-metrics hooks (implemented by selfmetrics.py). Called on the event loop; keep cheap."""
+    """Self-metrics hook (implemented by selfmetrics.py). Called on the event loop; keep cheap."""
 
     def on_request(self, node: str, seconds: float, success: bool, started_at: float) -> None:
         """One kubelet request finished; ``started_at`` is its wall-clock start (Unix seconds)."""
         ...
 
-    def on_tick(self, seconds: float) -> None:
-        """One scrape cycle finished after ``seconds``."""
-        ...
-
-    def on_node_removed(self, node: str) -> None:
-        """A node left the node table: drop its series."""
-        ...
-
 
 class NullObserver:
     def on_request(self, node: str, seconds: float, success: bool, started_at: float) -> None:
-        pass
-
-    def on_tick(self, seconds: float) -> None:
-        pass
-
-    def on_node_removed(self, node: str) -> None:
         pass
 
 
@@ -166,7 +152,7 @@ class _ScrapeFailed(Exception):
 
 
 class Scraper:
-    """The tick loop. ``targets`` is the live node table (``Discovery.targets``)."""
+    """Scrapes every node of ``targets``, the live node table (``Discovery.targets``), per tick."""
 
     def __init__(
         self,
@@ -187,7 +173,6 @@ class Scraper:
         self._ssl = kubelet.ssl_context()
         self._session: aiohttp.ClientSession | None = None
         self._sem: asyncio.Semaphore | None = None
-        self._known: set[str] = set()
         # node -> reason, for nodes whose last scrape failed.
         self.failing: dict[str, str] = {}
         # One log line per change of a node's state, not one per tick.
@@ -223,29 +208,12 @@ class Scraper:
             await self._session.close()
             self._session = None
 
-    async def run(self) -> None:
-        """Tick now, then every resolution, until cancelled."""
-        try:
-            next_at = time.monotonic()
-            while True:
-                await self.tick()
-                next_at += self._s.resolution
-                now = time.monotonic()
-                if next_at < now:
-                    # Overran: start the next tick at once, and don't try to catch up.
-                    next_at = now
-                await asyncio.sleep(next_at - now)
-        finally:
-            await self.close()
-
     async def tick(self) -> None:
         """Scrape every node once (returns when all finished or timed out)."""
-        started = time.monotonic()
-        self.last_tick_started = started
+        self.last_tick_started = time.monotonic()
         if self._sem is None:
             self._sem = asyncio.Semaphore(self._s.max_concurrency)
         targets = list(self._targets.values())
-        self._forget_removed(targets)
         # aiohttp asks for gzip, as Go's client does for upstream: kubelets compress ~6x, which
         # matters on the cluster network at thousands of nodes; inflating costs ~8% of a cycle.
         headers = {"Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1"}
@@ -258,7 +226,6 @@ class Scraper:
                 for target in targets:
                     self._record(target.name, 0.0, ("no-credentials", str(exc)), time.time())
                 self.ticks += 1
-                self._observer.on_tick(time.monotonic() - started)
                 return
             if auth:
                 headers["Authorization"] = auth
@@ -269,15 +236,11 @@ class Scraper:
                 delay = self._rng.uniform(0.0, max_delay) if max_delay > 0 else 0.0
                 tg.create_task(self._scrape(session, target, delay, headers))
         self.ticks += 1
-        self._observer.on_tick(time.monotonic() - started)
 
-    def _forget_removed(self, targets: list[NodeTarget]) -> None:
-        current = {t.name for t in targets}
-        for name in self._known - current:
-            self.failing.pop(name, None)
-            self._states.forget(name)
-            self._observer.on_node_removed(name)
-        self._known = current
+    def forget(self, node: str) -> None:
+        """The node left the cluster: drop its failure state (and its state-log entry)."""
+        self.failing.pop(node, None)
+        self._states.forget(node)
 
     async def _scrape(
         self,

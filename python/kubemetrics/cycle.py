@@ -1,0 +1,132 @@
+"""The scrape cycle, top to bottom: what the server does once per `--metric-resolution`.
+
+    tick → ingest    every node's kubelet once; each body goes into `Store.ingest` as it arrives
+    forget           what discovery saw leave the cluster since the last cycle
+    snapshot → warm → publish
+                     the one place the served data changes (`_publish`)
+    trim             give the cycle's freed memory back to the OS
+
+Upstream's `server.tick()` is `data := scraper.Scrape(); storage.Store(data)`; this is the
+same, with the steps that are ours written out. One cycle at start, then one per resolution;
+cycles never overlap (one that overruns is followed at once by the next, never by a pile-up).
+Discovery only writes the Inventory and the node table; it *emits* removals and the cycle
+applies them here, so the store is written by this module alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from kubemetrics import _native
+from kubemetrics.kube.discovery import Removed
+from kubemetrics.scrape.memory import release_free_memory
+from kubemetrics.scrape.scraper import Scraper
+
+log = logging.getLogger("kubemetrics.cycle")
+
+
+class CycleStore(Protocol):
+    """The part of ``kubemetrics._native.Store`` the cycle uses (the scraper ingests)."""
+
+    def forget_node(self, node: str) -> None: ...
+    def forget_pod(self, namespace: str, pod: str) -> None: ...
+    def snapshot(self, now_ms: int) -> _native.Snapshot: ...
+    def points(self) -> tuple[int, int]: ...
+
+
+class RemovalSource(Protocol):
+    """Discovery, as the cycle sees it."""
+
+    def take_removed(self) -> Removed: ...
+
+
+class CycleObserver(Protocol):
+    """Self-metrics hooks (implemented by selfmetrics.py)."""
+
+    def on_tick(self, seconds: float) -> None: ...
+    def on_node_removed(self, node: str) -> None: ...
+    def set_storage_points(self, nodes: int, containers: int) -> None: ...
+
+
+class Cycle:
+    """Runs the cycle and holds the published snapshot the API serves (`current`)."""
+
+    def __init__(
+        self,
+        scraper: Scraper,
+        store: CycleStore,
+        discovery: RemovalSource,
+        observer: CycleObserver,
+        resolution: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._scraper = scraper
+        self._store = store
+        self._discovery = discovery
+        self._observer = observer
+        self._resolution = resolution
+        self._clock = clock
+        # An empty snapshot until the first cycle: the API answers (with nothing) meanwhile.
+        self._published = store.snapshot(int(clock() * 1000))
+        self.cycles = 0
+
+    def current(self) -> _native.Snapshot:
+        return self._published
+
+    async def run(self) -> None:
+        """One cycle now, then one per resolution, until cancelled."""
+        try:
+            next_at = time.monotonic()
+            while True:
+                await self.run_once()
+                next_at += self._resolution
+                now = time.monotonic()
+                if next_at < now:
+                    # Overran: start the next cycle at once, and don't try to catch up.
+                    next_at = now
+                await asyncio.sleep(next_at - now)
+        finally:
+            await self._scraper.close()
+
+    async def run_once(self) -> None:
+        # tick → ingest
+        started = time.monotonic()
+        await self._scraper.tick()
+        self._observer.on_tick(time.monotonic() - started)
+        # forget
+        self._forget(self._discovery.take_removed())
+        # snapshot → warm → publish
+        try:
+            await self._publish(int(self._clock() * 1000))
+        except Exception:  # a bug here must not stop later cycles
+            log.exception("Taking the metrics snapshot failed")
+        nodes, containers = self._store.points()
+        self._observer.set_storage_points(nodes, containers)
+        self.cycles += 1
+        # trim: the cycle's bodies and the previous snapshot are freed by now
+        await asyncio.to_thread(release_free_memory)
+
+    def _forget(self, removed: Removed) -> None:
+        for node in removed.nodes:
+            self._store.forget_node(node)
+            self._scraper.forget(node)
+            self._observer.on_node_removed(node)
+        for namespace, pod in removed.pods:
+            self._store.forget_pod(namespace, pod)
+
+    async def _publish(self, now_ms: int) -> None:
+        """snapshot → warm → publish: the seam where what the API serves is built.
+
+        `Store.snapshot` and `warm_cache` release the GIL, so they run in a worker thread and
+        the loop keeps serving the previous snapshot meanwhile. (A per-snapshot view, or peers'
+        points merged in, belong here, before the one assignment that publishes.)
+        """
+        snapshot = await asyncio.to_thread(self._store.snapshot, now_ms)
+        # Encode the protobuf pieces before publishing: `kubectl top` and the HPA ask for
+        # protobuf, and a first full list would otherwise pay this on the request path.
+        await asyncio.to_thread(_native.warm_cache, snapshot, "protobuf")
+        self._published = snapshot

@@ -1,0 +1,175 @@
+"""The scrape cycle: tick → ingest → forget → snapshot → warm → publish → trim, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from kubemetrics import _native
+from kubemetrics.cycle import Cycle
+from kubemetrics.kube.discovery import Removed
+from kubemetrics.selfmetrics import SelfMetrics
+
+
+def _payload(ts_ms: int, cpu_s: float, pod: str = "p") -> bytes:
+    return (
+        f"node_cpu_usage_seconds_total {cpu_s} {ts_ms}\n"
+        f"node_memory_working_set_bytes 1048576 {ts_ms}\n"
+        f'container_cpu_usage_seconds_total{{container="c",namespace="ns",pod="{pod}"}} '
+        f"{cpu_s / 2} {ts_ms}\n"
+        f'container_memory_working_set_bytes{{container="c",namespace="ns",pod="{pod}"}} 4096 '
+        f"{ts_ms}\n"
+        f'container_start_time_seconds{{container="c",namespace="ns",pod="{pod}"}} 1.7e+09\n'
+    ).encode()
+
+
+class FakeScraper:
+    """A tick that scrapes nothing (the tests ingest themselves); records forgets."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self.forgotten: list[str] = []
+        self.closed = False
+
+    async def tick(self) -> None:
+        self.ticks += 1
+
+    def forget(self, node: str) -> None:
+        self.forgotten.append(node)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeDiscovery:
+    def __init__(self) -> None:
+        self.pending = Removed()
+
+    def take_removed(self) -> Removed:
+        out, self.pending = self.pending, Removed()
+        return out
+
+
+def _cycle(store: object, scraper: FakeScraper, metrics: SelfMetrics, d: FakeDiscovery) -> Cycle:
+    return Cycle(scraper, store, d, metrics, 15.0)  # type: ignore[arg-type]
+
+
+def test_cycle_publishes_a_snapshot_and_storage_points_after_each_tick() -> None:
+    async def main() -> None:
+        store = _native.Store(15.0)
+        metrics = SelfMetrics(15.0)
+        cycle = _cycle(store, FakeScraper(), metrics, FakeDiscovery())
+        assert not cycle.current().ready
+        now = int(time.time() * 1000)
+        store.ingest("n1", _payload(now - 10_000, 100.0), now)
+        store.ingest("n1", _payload(now, 101.0), now)
+        await cycle.run_once()
+        snap = cycle.current()
+        assert snap.ready
+        assert snap.node_index("n1") == 0
+        assert int(snap.nodes["cpu_nanocores"][0]) == 100_000_000  # 1 core-s over 10 s
+        assert b'metrics_server_storage_points{type="node"} 1' in metrics.render()
+        assert b'metrics_server_storage_points{type="container"} 1' in metrics.render()
+        assert b"metrics_server_manager_tick_duration_seconds_count 1" in metrics.render()
+
+    asyncio.run(main())
+
+
+def test_cycle_applies_what_discovery_removed() -> None:
+    async def main() -> None:
+        store = _native.Store(15.0)
+        metrics = SelfMetrics(15.0)
+        scraper = FakeScraper()
+        d = FakeDiscovery()
+        cycle = _cycle(store, scraper, metrics, d)
+        now = int(time.time() * 1000)
+        for node, pod in (("n1", "p1"), ("n2", "p2")):
+            store.ingest(node, _payload(now - 10_000, 100.0, pod), now)
+            store.ingest(node, _payload(now, 101.0, pod), now)
+        metrics.on_request("n2", 0.1, True, time.time())
+        await cycle.run_once()
+        assert store.points() == (2, 2)
+        d.pending = Removed(nodes={"n2"}, pods={("ns", "p1")})
+        await cycle.run_once()
+        assert store.points() == (1, 0)
+        assert cycle.current().node_index("n2") is None
+        assert scraper.forgotten == ["n2"]
+        assert b'node="n2"' not in metrics.render()
+        await cycle.run_once()  # applied once
+        assert scraper.forgotten == ["n2"]
+
+    asyncio.run(main())
+
+
+class _SlowStore:
+    """A Store whose snapshot() blocks (in the worker thread) until released."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.inner = _native.Store(15.0)
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.fail = fail
+        self.running = 0
+        self.max_running = 0
+        self.calls = 0
+
+    def snapshot(self, now_ms: int) -> _native.Snapshot:
+        self.calls += 1
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        self.entered.set()
+        self.release.wait(10)
+        self.running -= 1
+        if self.fail:
+            raise RuntimeError("snapshot bug")
+        return self.inner.snapshot(now_ms)
+
+    def points(self) -> tuple[int, int]:
+        return self.inner.points()
+
+    def forget_node(self, node: str) -> None:
+        self.inner.forget_node(node)
+
+    def forget_pod(self, namespace: str, pod: str) -> None:
+        self.inner.forget_pod(namespace, pod)
+
+
+def test_snapshot_runs_off_the_loop_and_cycles_never_overlap() -> None:
+    async def main() -> None:
+        store = _SlowStore()
+        store.release.set()  # the constructor's first snapshot
+        cycle = _cycle(store, FakeScraper(), SelfMetrics(15.0), FakeDiscovery())
+        first = cycle.current()
+        store.release.clear()
+        store.entered.clear()
+        task = asyncio.create_task(cycle.run_once())
+        await asyncio.to_thread(store.entered.wait, 10)  # the cycle is inside snapshot()
+        # The loop keeps going and keeps serving the previous snapshot meanwhile.
+        for _ in range(4):
+            await asyncio.sleep(0.01)
+            assert cycle.current() is first
+        store.release.set()
+        await task
+        assert cycle.current() is not first
+        assert cycle.cycles == 1
+        assert store.calls == 1 + 1
+        assert store.max_running == 1
+
+    asyncio.run(main())
+
+
+def test_a_failing_snapshot_keeps_the_previous_one_and_later_cycles() -> None:
+    async def main() -> None:
+        store = _SlowStore()
+        store.release.set()
+        cycle = _cycle(store, FakeScraper(), SelfMetrics(15.0), FakeDiscovery())
+        first = cycle.current()
+        store.fail = True
+        await cycle.run_once()
+        assert cycle.current() is first and cycle.cycles == 1
+        store.fail = False
+        await cycle.run_once()
+        assert cycle.current() is not first and cycle.cycles == 2
+
+    asyncio.run(main())
