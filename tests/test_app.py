@@ -1,4 +1,4 @@
-"""The wiring's own pieces: the self-signed serving pair."""
+"""The self-signed serving pair (auth/certs.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from kubemetrics.app import StartupError, ensure_self_signed, generate_self_signed
+from kubemetrics.auth.certs import ensure_self_signed, generate_self_signed
+from kubemetrics.auth.tls import TLSConfigError
 from kubemetrics.config import ServingConfig
 
 
@@ -64,7 +65,8 @@ def test_pair_is_generated_once_then_reused(tmp_path: Path) -> None:
 
 
 def test_unwritable_cert_dir_is_a_startup_error(tmp_path: Path) -> None:
+    # A TLSConfigError, which the server reports as a start-up error (app.StartupError).
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(StartupError, match="--cert-dir"):
+    with pytest.raises(TLSConfigError, match="--cert-dir"):
         ensure_self_signed(ServingConfig(cert_dir=str(blocker / "certs")))
