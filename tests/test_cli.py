@@ -17,8 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubemetrics import __version__, cli
-from kubemetrics.cli import UsageError, main, parse, parse_args, parse_duration, usage
+from kubemetrics import __version__
+from kubemetrics.cli.build import build_config, parse, parse_args
+from kubemetrics.cli.flags import FLAGS
+from kubemetrics.cli.main import main
+from kubemetrics.cli.pflag import UsageError, parse_duration, parse_int, scan
+from kubemetrics.cli.usage import usage
 from kubemetrics.config import Config, ConfigError, SNICertKey, validate
 
 FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures"
@@ -28,7 +32,7 @@ UPSTREAM_MANIFEST = (
 
 # Every flag of upstream metrics-server v0.7/v0.8 (its `--help`, including the generic apiserver
 # and component-base families it embeds), with a valid sample value ("" = boolean flag).
-# Written out here rather than read from cli.FLAGS, so a flag dropped from the table fails.
+# Written out here rather than read from cli.flags.FLAGS, so a flag dropped from the table fails.
 UPSTREAM_FLAGS: dict[str, str] = {
     # Metrics server
     "kubeconfig": "/etc/kubeconfig",
@@ -214,11 +218,11 @@ def test_every_upstream_flag_is_accepted_in_both_spellings(name: str) -> None:
     value = UPSTREAM_FLAGS[name]
     spellings = [[f"--{name}"]] if value == "" else [[f"--{name}={value}"], [f"--{name}", value]]
     for argv in spellings:
-        p = cli.scan(argv)
+        p = scan(argv, FLAGS)
         assert p.was_set(name), argv
         assert p.positionals == []
         if name != "version":
-            cli.build_config(p)  # values convert into the Config types
+            build_config(p)  # values convert into the Config types
 
 
 def test_flag_table_has_nothing_unexpected() -> None:
@@ -229,7 +233,7 @@ def test_flag_table_has_nothing_unexpected() -> None:
         "log-file-max-size", "logtostderr", "one-output", "skip-headers", "skip-log-headers",
         "stderrthreshold",
     }  # fmt: skip
-    assert set(cli.FLAGS) - set(UPSTREAM_FLAGS) == ours | klog
+    assert set(FLAGS) - set(UPSTREAM_FLAGS) == ours | klog
 
 
 def test_flags_land_in_the_config() -> None:
@@ -386,7 +390,7 @@ def test_bad_go_durations(text: str) -> None:
     ("text", "value"), [("10", 10), ("0x10", 16), ("010", 8), ("0o10", 8), ("+7", 7), ("1_0", 10)]
 )
 def test_go_integers(text: str, value: int) -> None:
-    assert cli.parse_int(text) == value
+    assert parse_int(text) == value
 
 
 @pytest.mark.parametrize("flag", ["--kubelet-port=ten", "--kubelet-port=1.5", "--secure-port="])
@@ -749,7 +753,7 @@ def test_main_hands_the_config_to_the_app_and_logs_notes_once(
     err = capsys.readouterr().err
     assert err.count("Flag --audit-log-path has no effect") == 1
     assert err.count("Flag --audit-log-maxage has no effect") == 1
-    assert re.search(r"^W\d{4} .*cli\.py:\d+\] --metric-resolution=5s is under 10s", err, re.M)
+    assert re.search(r"^W\d{4} .*main\.py:\d+\] --metric-resolution=5s is under 10s", err, re.M)
     assert "capped to 4.5s" in err
     assert "at V(2)" in err and "at V(3)" not in err
 

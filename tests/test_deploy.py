@@ -138,7 +138,7 @@ def effective_config(args: list[str]) -> Obj:
 
 def needs_dry_run() -> None:
     """Skip while the flag parser has not landed; once it has, the tests run it for real."""
-    pytest.importorskip("kubemetrics.cli", reason="kubemetrics.cli (--dry-run) not available yet")
+    pytest.importorskip("kubemetrics.cli.main", reason="kubemetrics.cli (--dry-run) not available")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 import sys
 
-from kubemetrics.cli import main
+from kubemetrics.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())
