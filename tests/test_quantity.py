@@ -7,39 +7,22 @@ larger suffix could express it); and Go's `time.Duration.String()` rules.
 
 from __future__ import annotations
 
-import re
 from fractions import Fraction
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubemetrics import _native
+from kubemetrics import _native, quantity
 
-DECIMAL_SUFFIX = {
-    "n": -9,
-    "u": -6,
-    "m": -3,
-    "": 0,
-    "k": 3,
-    "M": 6,
-    "G": 9,
-    "T": 12,
-    "P": 15,
-    "E": 18,
-}
-BINARY_SUFFIX = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
-QUANTITY = re.compile(r"^(0|[1-9][0-9]*)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|)$")
+BINARY_SUFFIX = ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
 
 
-def parse_quantity(s: str) -> tuple[Fraction, str, int]:
+def canonical(s: str) -> tuple[Fraction, str, int]:
     """(value, suffix, mantissa) of a quantity string in the forms the server may print."""
-    m = QUANTITY.match(s)
-    assert m, f"not a canonical-looking quantity: {s!r}"
-    mantissa, suffix = int(m.group(1)), m.group(2)
-    if suffix in BINARY_SUFFIX:
-        return Fraction(mantissa * 1024 ** BINARY_SUFFIX[suffix]), suffix, mantissa
-    return Fraction(mantissa) * Fraction(10) ** DECIMAL_SUFFIX[suffix], suffix, mantissa
+    q = quantity.parse_quantity(s)
+    assert q.canonical, f"not a canonical-looking quantity: {s!r}"
+    return q.value, q.suffix, int(q.number)
 
 
 @pytest.mark.parametrize(
@@ -86,7 +69,7 @@ def test_memory_literals(nbytes: int, text: str) -> None:
 @given(st.one_of(st.integers(0, 2**64 - 1), st.integers(0, 10**6).map(lambda v: v * 10**6)))
 def test_cpu_is_canonical_decimal_si(nanocores: int) -> None:
     text = _native.format_cpu(nanocores)
-    value, suffix, mantissa = parse_quantity(text)
+    value, suffix, mantissa = canonical(text)
     assert suffix not in BINARY_SUFFIX
     assert value == Fraction(nanocores, 10**9)
     if nanocores:
@@ -99,7 +82,7 @@ def test_cpu_is_canonical_decimal_si(nanocores: int) -> None:
 @given(st.one_of(st.integers(0, 2**63 - 1), st.integers(0, 2**20).map(lambda v: v * 1024)))
 def test_memory_is_canonical_binary_si(nbytes: int) -> None:
     text = _native.format_memory(nbytes)
-    value, suffix, mantissa = parse_quantity(text)
+    value, suffix, mantissa = canonical(text)
     assert value == nbytes
     if nbytes < 1024:
         # Upstream prints BinarySI values below 1024 as DecimalSI.

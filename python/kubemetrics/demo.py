@@ -37,6 +37,8 @@ import aiohttp
 import orjson
 import uvloop
 
+from kubemetrics.quantity import parse_quantity
+
 SIM_READY = "kubemetrics-sim ready"
 SERVING = re.compile(r'Serving securely.*?"?address"?[=:]"([^"]+)"')
 STOP_TIMEOUT = 15.0
@@ -519,19 +521,15 @@ class Demo:
         return 0
 
 
-_SUFFIXES = {
-    "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40,
-}  # fmt: skip
-_QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
-
-
 def _quantity(text: str) -> float:
     """A canonical Kubernetes quantity as a plain number (`250m` → 0.25, `2Ki` → 2048)."""
-    m = _QUANTITY.match(text)
-    if m is None or m.group(2) not in _SUFFIXES:
+    try:
+        q = parse_quantity(text)
+    except ValueError:
+        q = None
+    if q is None or not q.canonical:
         raise DemoError(f"unexpected quantity {text!r} from the metrics API")
-    return float(m.group(1)) * _SUFFIXES[m.group(2)]
+    return float(q.value)
 
 
 def _timeout(seconds: float) -> aiohttp.ClientTimeout:

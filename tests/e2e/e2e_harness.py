@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubemetrics.cli.pflag import parse_duration
+from kubemetrics.quantity import parse_quantity
 from kubemetrics_sim.testing import SimProcess
 from protowire import fields as pb_fields
 
@@ -262,44 +264,25 @@ def table_rows(out: str) -> list[list[str]]:
     return [ln.split() for ln in lines[1:]]
 
 
-# --- quantities, durations, timestamps (our own parsers, independent of the server) ------------
-
-_DEC = {"n": 10**-9, "u": 10**-6, "m": 10**-3, "": 1, "k": 10**3, "M": 10**6, "G": 10**9}
-_BIN = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-_Q = re.compile(r"^([0-9]+)(n|u|m|k|M|G|Ki|Mi|Gi|Ti)?$")
+# --- quantities, durations, timestamps (Python parsers, independent of the Rust encoder) -------
 
 
-def cpu_nanocores(q: str) -> int:
-    m = _Q.match(q)
-    assert m, f"not a canonical CPU quantity: {q!r}"
-    n, suffix = int(m.group(1)), m.group(2) or ""
-    assert suffix in _DEC, f"CPU quantity with a binary suffix: {q!r}"
-    return round(n * _DEC[suffix] * 10**9)
+def cpu_nanocores(text: str) -> int:
+    q = parse_quantity(text)
+    assert q.canonical, f"not a canonical CPU quantity: {text!r}"
+    assert not q.binary, f"CPU quantity with a binary suffix: {text!r}"
+    return int(q.value * 10**9)
 
 
-def memory_bytes(q: str) -> int:
-    m = _Q.match(q)
-    assert m, f"not a canonical memory quantity: {q!r}"
-    n, suffix = int(m.group(1)), m.group(2) or ""
-    if suffix in _BIN:
-        return n * _BIN[suffix]
-    assert suffix in ("", "k", "M", "G"), f"memory quantity with suffix {suffix!r}: {q!r}"
-    return int(n * _DEC[suffix])
-
-
-_DUR = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_DUR_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+def memory_bytes(text: str) -> int:
+    q = parse_quantity(text)
+    assert q.canonical, f"not a canonical memory quantity: {text!r}"
+    assert q.binary or q.suffix in ("", "k", "M", "G"), f"memory quantity suffix: {text!r}"
+    return int(q.value)
 
 
 def duration_ms(text: str) -> int:
-    total = 0.0
-    pos = 0
-    for m in _DUR.finditer(text):
-        assert m.start() == pos, f"bad duration {text!r}"
-        total += float(m.group(1)) * _DUR_MS[m.group(2)]
-        pos = m.end()
-    assert pos == len(text) and text, f"bad duration {text!r}"
-    return round(total)
+    return round(parse_duration(text) * 1000)  # Go's time.ParseDuration; ValueError if bad
 
 
 def rfc3339_seconds(text: str) -> int:
