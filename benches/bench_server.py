@@ -20,13 +20,8 @@ default 100; 2 cycles at 5 s) through pytest-benchmark, with the numbers in extr
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import re
-import signal
-import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,11 +30,10 @@ from typing import Any
 
 import pytest
 
-from kubemetrics_sim.testing import SimProcess
+from kubemetrics_sim.launch import ServerProcess, SimProcess, server_args
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-SERVING = re.compile(r'"Serving securely" address="([^"]+)"')
 GOAL_MCPU_PER_NODE = 0.05
 GOAL_MIB_PER_NODE = 0.1
 
@@ -61,64 +55,6 @@ def memory_kib(pid: int) -> dict[str, int]:
     return out
 
 
-class Server:
-    def __init__(self, sim: SimProcess, workdir: Path, resolution: str) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.log_path = workdir / "kubemetrics.log"
-        kubeconfig = sim.kubeconfig("metrics-server")
-        args = [
-            sys.executable,
-            "-m",
-            "kubemetrics",
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            "--secure-port=0",
-            f"--cert-dir={workdir / 'certs'}",
-            f"--metric-resolution={resolution}",
-            "--kubelet-preferred-address-types=InternalIP",
-            "--kubelet-use-node-status-port",
-            f"--kubelet-certificate-authority={sim.ca_file}",
-        ]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        self.port = 0
-        self.rss_at_start_kib = 0
-        deadline = time.monotonic() + 60
-        while not self.port:
-            m = SERVING.search(self.log_path.read_text(errors="replace"))
-            if m:
-                self.port = int(m.group(1).rpartition(":")[2])
-                # before the node and pod lists are in: the interpreter, libraries, TLS
-                self.rss_at_start_kib = memory_kib(self.proc.pid)["VmRSS"]
-            elif self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"server did not start:\n{self.log_path.read_text()}")
-            time.sleep(0.02)
-        self.ctx = ssl.create_default_context(cafile=str(workdir / "certs" / "apiserver.crt"))
-        self.ctx.load_cert_chain(sim.file("admin_cert"), sim.file("admin_key"))
-
-    def get(self, path: str, accept: str = "application/json") -> tuple[int, bytes]:
-        c = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=60)
-        try:
-            c.request("GET", path, headers={"Accept": accept})
-            r = c.getresponse()
-            return r.status, r.read()
-        finally:
-            c.close()
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
 def measure(
     workdir: Path,
     *,
@@ -138,38 +74,48 @@ def measure(
         ready_timeout=600,
     ) as sim:
         sim_ready = time.monotonic() - t0
-        server = Server(sim, workdir / "server", f"{resolution_s}s")
+        workdir_server = workdir / "server"
+        server = ServerProcess(
+            workdir_server, server_args(sim, workdir_server, resolution=f"{resolution_s}s")
+        )
+        # Direct requests authenticate as the cluster admin (client CA = the cluster CA).
+        server.client_cert = (sim.file("admin_cert"), sim.file("admin_key"))
+        server.start()
+        # before the node and pod lists are in: the interpreter, libraries, TLS
+        rss_at_start_kib = memory_kib(server.pid)["VmRSS"]
         try:
             deadline = time.monotonic() + 10 * resolution_s + 120
             served = 0
             while served < nodes:
-                status, body = server.get("/apis/metrics.k8s.io/v1beta1/nodes")
+                status, _, body = server.get("/apis/metrics.k8s.io/v1beta1/nodes", timeout=60)
                 served = len(json.loads(body)["items"]) if status == 200 else 0
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"only {served}/{nodes} nodes served")
                 time.sleep(1.0)
             ready_after = time.monotonic() - t0 - sim_ready
             time.sleep(resolution_s)  # one more warm cycle
-            pid = server.proc.pid
+            pid = server.pid
             cpu0, w0 = cpu_seconds(pid), time.monotonic()
             list_ms: list[float] = []
             for _ in range(cycles):
                 end = time.monotonic() + resolution_s
                 if query:
                     q0 = time.perf_counter()
-                    status, body = server.get(
-                        "/apis/metrics.k8s.io/v1beta1/pods", "application/vnd.kubernetes.protobuf"
+                    status, _, body = server.get(
+                        "/apis/metrics.k8s.io/v1beta1/pods",
+                        "application/vnd.kubernetes.protobuf",
+                        timeout=60,
                     )
                     list_ms.append((time.perf_counter() - q0) * 1000)
                     assert status == 200 and body[:4] == b"k8s\x00"
                 time.sleep(max(0.0, end - time.monotonic()))
             cpu1, w1 = cpu_seconds(pid), time.monotonic()
             mem = memory_kib(pid)
-            status, body = server.get("/apis/metrics.k8s.io/v1beta1/pods")
+            status, _, body = server.get("/apis/metrics.k8s.io/v1beta1/pods", timeout=60)
             pods_served = len(json.loads(body)["items"])
-            log = server.log_path.read_text(errors="replace")
+            log = server.log()
         finally:
-            code = server.stop()
+            code = server.stop(timeout=30)
     cores = (cpu1 - cpu0) / (w1 - w0)
     rss_mib = mem["VmRSS"] / 1024
     result: dict[str, Any] = {
@@ -185,9 +131,9 @@ def measure(
         "cpu_s_per_cycle": round(cores * resolution_s, 3),
         "rss_mib": round(rss_mib, 1),
         "peak_rss_mib": round(mem["VmHWM"] / 1024, 1),
-        "rss_at_start_mib": round(server.rss_at_start_kib / 1024, 1),
+        "rss_at_start_mib": round(rss_at_start_kib / 1024, 1),
         "mib_per_node": round(rss_mib / nodes, 4),
-        "incremental_mib_per_node": round((rss_mib - server.rss_at_start_kib / 1024) / nodes, 4),
+        "incremental_mib_per_node": round((rss_mib - rss_at_start_kib / 1024) / nodes, 4),
         "failed_scrapes_logged": log.count("Failed to scrape node"),
         "exit_code": code,
     }

@@ -41,7 +41,7 @@ from kubemetrics.scrape.scraper import (
     kubelet_settings,
 )
 from kubemetrics.scrape.transport import TLSTransport
-from kubemetrics_sim.testing import SimProcess
+from kubemetrics_sim.launch import SimProcess
 
 TOKEN = "kubelet-token"
 

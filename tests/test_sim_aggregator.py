@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from kubemetrics_sim.certs import Authority
-from kubemetrics_sim.testing import SimProcess
+from kubemetrics_sim.launch import SimProcess
 
 
 class Backend:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kubemetrics_sim.testing import SimProcess
+from kubemetrics_sim.launch import SimProcess
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 OLD_KUBECTL = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kubemetrics_sim.testing import SimProcess
+from kubemetrics_sim.launch import SimProcess
 
 LINE = re.compile(r"^(?P<name>[a-z_]+)(?P<labels>\{[^}]*\})? (?P<value>\S+)(?: (?P<ts>\d+))?$")
 

@@ -21,14 +21,13 @@ import asyncio
 import contextlib
 import math
 import os
-import re
 import shutil
 import signal
 import ssl
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,9 +37,8 @@ import orjson
 import uvloop
 
 from kubemetrics.quantity import parse_quantity
+from kubemetrics_sim.launch import ServerProcess, SimError, SimProcess, server_args
 
-SIM_READY = "kubemetrics-sim ready"
-SERVING = re.compile(r'Serving securely.*?"?address"?[=:]"([^"]+)"')
 STOP_TIMEOUT = 15.0
 PROG = "kubemetrics demo"
 
@@ -177,86 +175,6 @@ class Progress:
             )
 
 
-# --- processes --------------------------------------------------------------------------------
-
-
-class Child:
-    """A subprocess whose stdout/stderr go to files in the state dir."""
-
-    def __init__(self, name: str, args: list[str], log_dir: Path) -> None:
-        self.name = name
-        self.args = args
-        self.stdout_path = log_dir / f"{name}.stdout"
-        self.stderr_path = log_dir / f"{name}.log"
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        out = await asyncio.to_thread(open, self.stdout_path, "wb")
-        err = await asyncio.to_thread(open, self.stderr_path, "wb")
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                # Own process group: the terminal's Ctrl-C reaches only us; we stop children
-                # in order ourselves.
-                start_new_session=True,
-            )
-        finally:
-            out.close()
-            err.close()
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-    async def read(self, which: str = "stderr") -> str:
-        path = self.stderr_path if which == "stderr" else self.stdout_path
-        data = await asyncio.to_thread(path.read_bytes)
-        return data.decode(errors="replace")
-
-    async def tail(self, n: int = 15) -> str:
-        try:
-            text = await self.read()
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-n:])
-
-    async def stop(self) -> int | None:
-        p = self.proc
-        if p is None:
-            return None
-        if p.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(p.wait(), STOP_TIMEOUT)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    p.kill()
-                await p.wait()
-        return p.returncode
-
-
-async def _wait_for(child: Child, pattern: re.Pattern[str] | str, what: str, limit: float) -> str:
-    """The first match of `pattern` in the child's stdout/stderr (group 1 if any)."""
-    deadline = time.monotonic() + limit
-    rx = re.compile(re.escape(pattern)) if isinstance(pattern, str) else pattern
-    while True:
-        for which in ("stdout", "stderr"):
-            with contextlib.suppress(OSError):
-                m = rx.search(await child.read(which))
-                if m:
-                    return m.group(1) if rx.groups else m.group(0)
-        if not child.running:
-            code = child.proc.returncode if child.proc else None
-            raise DemoError(f"{child.name} exited with {code} {what}:\n{await child.tail()}")
-        if time.monotonic() > deadline:
-            raise DemoError(f"{child.name} not up after {limit:.0f}s {what}:\n{await child.tail()}")
-        await asyncio.sleep(0.1)
-
-
 # --- the demo -------------------------------------------------------------------------------------
 
 
@@ -267,9 +185,8 @@ class Demo:
         self.root = Path(opts.state_dir or tempfile.mkdtemp(prefix="kubemetrics-demo-"))
         self.own_root = opts.state_dir is None
         self.sim_dir = self.root / "sim"
-        self.cert_dir = self.root / "certs"
-        self.sim: Child | None = None
-        self.server: Child | None = None
+        self.sim: SimProcess | None = None
+        self.server: ServerProcess | None = None
         self.info: dict[str, Any] = {}
         self.server_url = ""
         self.progress = Progress(out)
@@ -281,64 +198,30 @@ class Demo:
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
         self.progress.start()
         self.progress.stage(f"Starting the simulated cluster ({o.nodes} nodes)")
-        self.sim = Child(
-            "simulator",
-            [
-                sys.executable,
-                "-m",
-                "kubemetrics_sim",
-                "--nodes",
-                str(o.nodes),
-                "--pods-per-node",
-                str(o.pods_per_node),
-                "--state-dir",
-                str(self.sim_dir),
-                "--refresh-min-ms",
-                str(o.refresh_ms[0]),
-                "--refresh-max-ms",
-                str(o.refresh_ms[1]),
-                "--churn-interval",
-                str(o.churn_interval),
-                "--log-level",
-                "warning",
-            ],
-            self.root,
+        # Own sessions: the terminal's Ctrl-C reaches only us; we stop the children in order.
+        sim = self.sim = SimProcess(
+            self.sim_dir,
+            nodes=o.nodes,
+            pods_per_node=o.pods_per_node,
+            refresh_ms=o.refresh_ms,
+            extra_args=("--churn-interval", str(o.churn_interval), "--log-level", "warning"),
+            ready_timeout=120.0,
+            new_session=True,
         )
-        await self.sim.start()
-        await _wait_for(self.sim, SIM_READY, "while starting", 120.0)
-        raw = await asyncio.to_thread((self.sim_dir / "cluster.json").read_bytes)
-        self.info = orjson.loads(raw)
-        files = self.info["files"]
+        await _started(sim.start)
+        self.info = sim.info
 
         self.progress.stage("Starting kubemetrics")
-        kubeconfig = files["metrics-server.kubeconfig"]
-        self.server = Child(
-            "kubemetrics",
-            [
-                sys.executable,
-                "-m",
-                "kubemetrics",
-                f"--kubeconfig={kubeconfig}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                "--bind-address=127.0.0.1",
-                "--secure-port=0",
-                f"--cert-dir={self.cert_dir}",
-                f"--metric-resolution={o.resolution}",
-                # As the standard manifests; the simulator's kubelets listen on their node
-                # status port, with serving certificates from the cluster CA.
-                "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
-                "--kubelet-use-node-status-port",
-                f"--kubelet-certificate-authority={files['ca']}",
-            ],
-            self.root,
+        # As the standard manifests run it (the simulator's kubelets listen on their node
+        # status port, with serving certificates from the cluster CA).
+        server = self.server = ServerProcess(
+            self.root, server_args(sim, self.root, resolution=o.resolution), new_session=True
         )
-        await self.server.start()
-        address = await _wait_for(self.server, SERVING, "while starting", 60.0)
-        self.server_url = f"https://{address}"
+        await _started(server.start)
+        self.server_url = server.url
 
         self.progress.stage("Registering kubemetrics with the aggregator (APIService)")
-        cert = self.cert_dir / "apiserver.crt"
+        cert = server.cert_file
         ca_pem = (await asyncio.to_thread(cert.read_bytes)).decode()
         await self._control("PUT", "aggregator", {"url": self.server_url, "ca_pem": ca_pem})
 
@@ -382,9 +265,9 @@ class Demo:
         ):
             while time.monotonic() < deadline:
                 assert self.server is not None and self.sim is not None
-                for child in (self.server, self.sim):
+                for name, child in (("kubemetrics", self.server), ("simulator", self.sim)):
                     if not child.running:
-                        raise DemoError(f"{child.name} exited:\n{await child.tail()}")
+                        raise DemoError(f"{name} exited:\n{child.log_tail(15)}")
                 try:
                     async with s.get(
                         f"{self.server_url}/readyz", ssl=server_ssl, timeout=_timeout(5)
@@ -407,7 +290,7 @@ class Demo:
                 await asyncio.sleep(1.0)
         raise DemoError(
             f"no complete metrics after {self.opts.timeout:.0f}s ({last}); server log:\n"
-            f"{await self.server.tail() if self.server else ''}"
+            f"{self.server.log_tail(15) if self.server else ''}"
         )
 
     # -- show --
@@ -492,7 +375,7 @@ class Demo:
         # The server first (it reads the simulator), then the simulator.
         for child in (self.server, self.sim):
             if child is not None:
-                await child.stop()
+                await asyncio.to_thread(child.stop, STOP_TIMEOUT)
         if self.own_root and not self.opts.keep:
             await asyncio.to_thread(shutil.rmtree, self.root, True)
         elif self.opts.keep:
@@ -500,24 +383,14 @@ class Demo:
 
     async def wait_for_exit(self, stop: asyncio.Event) -> int:
         """Until Ctrl-C/SIGTERM (0) or a child dies (1)."""
-        assert self.server is not None and self.sim is not None and self.server.proc
-        assert self.sim.proc
-        waiters = {
-            asyncio.create_task(stop.wait()): None,
-            asyncio.create_task(self.server.proc.wait()): self.server,
-            asyncio.create_task(self.sim.proc.wait()): self.sim,
-        }
-        done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        for t in pending:
-            t.cancel()
-        for t in done:
-            child = waiters[t]
-            if child is not None:
-                print(
-                    f"\n{child.name} exited unexpectedly:\n{await child.tail()}",
-                    file=sys.stderr,
-                )
-                return 1
+        assert self.server is not None and self.sim is not None
+        while not stop.is_set():
+            for name, child in (("kubemetrics", self.server), ("simulator", self.sim)):
+                if not child.running:
+                    print(f"\n{name} exited unexpectedly:\n{child.log_tail(15)}", file=sys.stderr)
+                    return 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
         return 0
 
 
@@ -530,6 +403,14 @@ def _quantity(text: str) -> float:
     if q is None or not q.canonical:
         raise DemoError(f"unexpected quantity {text!r} from the metrics API")
     return float(q.value)
+
+
+async def _started(start: Callable[[], object]) -> None:
+    """Run a launcher's blocking start() in a thread; its failure is the demo's."""
+    try:
+        await asyncio.to_thread(start)
+    except SimError as e:
+        raise DemoError(str(e)) from None
 
 
 def _timeout(seconds: float) -> aiohttp.ClientTimeout:

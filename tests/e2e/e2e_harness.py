@@ -1,24 +1,21 @@
 """End-to-end harness: the simulator and a real `python -m kubemetrics` behind its aggregator.
 
-`Cluster.start()` runs the simulator (fast kubelet refresh), the server (`--secure-port=0`, the
-bound port read from its log), registers the server as the aggregator's metrics.k8s.io backend
-(trusting the self-signed certificate the server wrote to its --cert-dir) and waits until every
-node is served. Values are checked against the simulator's truth with `node_mismatch` /
-`pod_mismatch`, which find the pair of kubelet samples the server must have used (by timestamp
-and window) and recompute the rate from the raw counters.
+`Cluster.start()` runs the simulator (fast kubelet refresh) and the server through
+`kubemetrics_sim.launch` (`--secure-port=0`, the bound port read from its log), registers the
+server as the aggregator's metrics.k8s.io backend (trusting the self-signed certificate the
+server wrote to its --cert-dir) and waits until every node is served. Values are checked
+against the simulator's truth with `node_mismatch` / `pod_mismatch`, which find the pair of
+kubelet samples the server must have used (by timestamp and window) and recompute the rate
+from the raw counters.
 """
 
 from __future__ import annotations
 
 import datetime
-import http.client
 import json
 import re
 import shutil
-import signal
-import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -27,11 +24,10 @@ from typing import Any
 
 from kubemetrics.cli.pflag import parse_duration
 from kubemetrics.quantity import parse_quantity
-from kubemetrics_sim.testing import SimProcess
+from kubemetrics_sim.launch import ServerProcess, SimProcess, server_args
 from protowire import fields as pb_fields
 
 KUBECTL = shutil.which("kubectl")
-SERVING = re.compile(r'"Serving securely" address="([^"]+)"')
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
 GROUP = "/apis/metrics.k8s.io"
@@ -42,117 +38,6 @@ VERSIONS = ("v1beta1", "v1")
 # 2 x resolution grace (4 s).
 RESOLUTION = "2s"
 REFRESH_MS = (2000, 3000)
-
-
-# --- the server process --------------------------------------------------------------------------
-
-
-class ServerProcess:
-    """`python -m kubemetrics ARGS` with its log in `workdir`; stop() sends SIGTERM."""
-
-    def __init__(self, workdir: Path, args: Sequence[str]) -> None:
-        self.workdir = workdir
-        self.args = [sys.executable, "-m", "kubemetrics", *args]
-        self.log_path = workdir / "kubemetrics.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.host = ""
-        self.port = 0
-        self._ssl: ssl.SSLContext | None = None
-        # (cert, key) presented by get(): the server authorizes every path but the probes.
-        self.client_cert: tuple[str, str] | None = None
-
-    def start(self, timeout: float = 60.0) -> ServerProcess:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                self.args, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            m = SERVING.search(self.log())
-            if m:
-                host, _, port = m.group(1).rpartition(":")
-                self.host, self.port = host.strip("[]"), int(port)
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"kubemetrics exited with {self.proc.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"kubemetrics not serving after {timeout}s:\n{self.log()}")
-            time.sleep(0.05)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        p = self.proc
-        if p is None:
-            return None
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-        self.proc = None
-        return p.returncode
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def ssl_context(self, cafile: str | None = None) -> ssl.SSLContext:
-        if cafile is not None:
-            return ssl.create_default_context(cafile=cafile)
-        if self._ssl is None:
-            self._ssl = ssl.create_default_context(cafile=str(self.cert_file))
-            if self.client_cert is not None:
-                self._ssl.load_cert_chain(*self.client_cert)
-        return self._ssl
-
-    @property
-    def cert_file(self) -> Path:
-        return self.workdir / "certs" / "apiserver.crt"
-
-    def get(
-        self,
-        path: str,
-        accept: str | None = None,
-        method: str = "GET",
-        context: ssl.SSLContext | None = None,
-    ) -> tuple[int, dict[str, str], bytes]:
-        """A direct HTTPS request to the server (verifying its certificate)."""
-        c = http.client.HTTPSConnection(
-            self.host, self.port, context=context or self.ssl_context(), timeout=30
-        )
-        try:
-            c.request(method, path, headers={"Accept": accept} if accept else {})
-            r = c.getresponse()
-            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-        finally:
-            c.close()
-
-
-def server_args(sim: SimProcess, workdir: Path, *extra: str) -> list[str]:
-    kubeconfig = sim.kubeconfig("metrics-server")
-    return [
-        f"--kubeconfig={kubeconfig}",
-        f"--authentication-kubeconfig={kubeconfig}",
-        f"--authorization-kubeconfig={kubeconfig}",
-        "--bind-address=127.0.0.1",
-        "--secure-port=0",
-        f"--cert-dir={workdir / 'certs'}",
-        f"--metric-resolution={RESOLUTION}",
-        "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
-        "--kubelet-use-node-status-port",
-        f"--kubelet-certificate-authority={sim.ca_file}",
-        *extra,
-    ]
 
 
 # --- sim + server ---------------------------------------------------------------------------------
@@ -169,7 +54,9 @@ class Cluster:
         sim = SimProcess(
             root / "sim", nodes=nodes, pods_per_node=pods_per_node, seed=seed, refresh_ms=REFRESH_MS
         ).start()
-        server = ServerProcess(root / "server", server_args(sim, root / "server"))
+        server = ServerProcess(
+            root / "server", server_args(sim, root / "server", resolution=RESOLUTION)
+        )
         # Direct requests authenticate as the cluster admin (client CA = the cluster CA).
         server.client_cert = (sim.file("admin_cert"), sim.file("admin_key"))
         try:

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from e2e_harness import Cluster, ServerProcess, server_args
+from e2e_harness import RESOLUTION, Cluster
+
+from kubemetrics_sim.launch import ServerProcess, server_args
 
 
 def test_probes_pass_verbose_with_every_named_check(cluster: Cluster) -> None:
@@ -141,14 +143,18 @@ def test_busy_port_and_bad_serving_pair_fail_start_up(cluster: Cluster, tmp_path
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        args = [a for a in server_args(cluster.sim, tmp_path) if not a.startswith("--secure-port")]
+        args = [
+            a
+            for a in server_args(cluster.sim, tmp_path, resolution=RESOLUTION)
+            if not a.startswith("--secure-port")
+        ]
         rc, err = _start_fails([*args, f"--secure-port={port}"])
         assert rc == 1 and f"cannot listen on 127.0.0.1:{port}" in err, err
     bad = tmp_path / "bad.crt"
     bad.write_text("not a certificate\n")
     rc, err = _start_fails(
         [
-            *server_args(cluster.sim, tmp_path),
+            *server_args(cluster.sim, tmp_path, resolution=RESOLUTION),
             f"--tls-cert-file={bad}",
             f"--tls-private-key-file={bad}",
         ]
@@ -182,6 +188,7 @@ def test_own_serving_pair_and_tls_min_version(cluster: Cluster, tmp_path: Path) 
             f"--tls-cert-file={sim.file('apiserver_cert')}",
             f"--tls-private-key-file={sim.file('apiserver_key')}",
             "--tls-min-version=VersionTLS13",
+            resolution=RESOLUTION,
         ),
     ).start()
     try:
@@ -197,7 +204,9 @@ def test_own_serving_pair_and_tls_min_version(cluster: Cluster, tmp_path: Path) 
 
 
 def test_sigterm_stops_everything_and_exits_zero(cluster: Cluster, tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path, server_args(cluster.sim, tmp_path)).start()
+    server = ServerProcess(
+        tmp_path, server_args(cluster.sim, tmp_path, resolution=RESOLUTION)
+    ).start()
     deadline = time.monotonic() + 30
     while server.get("/readyz")[0] != 200:
         assert time.monotonic() < deadline, server.log()

@@ -1,13 +1,17 @@
-"""Start the simulator as a subprocess for tests, talk to its control API, always stop it.
+"""Launch the simulator and the server as processes, talk to them, always stop them (by PID).
 
-    from kubemetrics_sim.testing import SimProcess
+    from kubemetrics_sim.launch import ServerProcess, SimProcess, server_args
 
     with SimProcess(tmp_path / "sim", nodes=3, pods_per_node=4) as sim:
         truth = sim.truth()
         sim.fault("node-0001", "http500")
+        server = ServerProcess(tmp_path / "server", server_args(sim, tmp_path / "server"))
+        with server:
+            status, headers, body = server.get("/apis/metrics.k8s.io/v1/nodes")
 
-pytest: ``from kubemetrics_sim.testing import sim, sim_factory`` in a conftest gives the fixtures
-``sim`` (3 nodes × 4 pods, fast 1–1.5 s sample refresh) and ``sim_factory(**kwargs)``.
+The one way to start either: the demo (`kubemetrics demo`), the tests (through thin pytest
+fixtures in `tests/`) and the benches use it. Nothing here imports pytest or the server
+(`python -m kubemetrics` is a process to it), so it ships in the wheel and imports anywhere.
 """
 
 from __future__ import annotations
@@ -15,23 +19,24 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import pytest
-
 READY = "kubemetrics-sim ready"
+# The server's "Serving securely" line, in the text (klog) and JSON log formats.
+SERVING = re.compile(r'Serving securely.*?"?address"?[=:]"([^"]+)"')
 
 
 class SimError(RuntimeError):
-    pass
+    """The simulator (or the server) did not start, or exited."""
 
 
 class ControlError(SimError):
@@ -54,7 +59,10 @@ class SimProcess:
         refresh_ms: tuple[int, int] = (10_000, 15_000),
         extra_args: tuple[str, ...] = (),
         ready_timeout: float = 60.0,
+        new_session: bool = False,
     ) -> None:
+        """`new_session`: run in its own session, so a terminal's Ctrl-C reaches only us (the
+        demo stops its children itself, in order)."""
         self.state_dir = Path(state_dir)
         self.args = [
             sys.executable,
@@ -75,6 +83,7 @@ class SimProcess:
             *extra_args,
         ]
         self.ready_timeout = ready_timeout
+        self.new_session = new_session
         self.proc: subprocess.Popen[bytes] | None = None
         self.info: dict[str, Any] = {}
         self.ready_line = ""
@@ -88,7 +97,13 @@ class SimProcess:
         err = self.state_dir / "sim.log"
         t0 = time.monotonic()
         with open(out, "wb") as fo, open(err, "wb") as fe:
-            self.proc = subprocess.Popen(self.args, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
+            proc = self.proc = subprocess.Popen(
+                self.args,
+                stdout=fo,
+                stderr=fe,
+                stdin=subprocess.DEVNULL,
+                start_new_session=self.new_session,
+            )
         deadline = t0 + self.ready_timeout
         while True:
             text = out.read_text(errors="replace")
@@ -97,8 +112,8 @@ class SimProcess:
                     self.ready_line = line
             if self.ready_line:
                 break
-            if self.proc.poll() is not None:
-                raise SimError(f"simulator exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if proc.poll() is not None:
+                raise SimError(f"simulator exited with {proc.returncode}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise SimError(
@@ -110,18 +125,12 @@ class SimProcess:
         return self
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        p = self.proc
-        if p is None:
-            return None
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-        self.proc = None
-        return p.returncode
+        p, self.proc = self.proc, None
+        return _stop(p, timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def __enter__(self) -> SimProcess:
         return self.start()
@@ -309,26 +318,146 @@ class SimProcess:
         return e
 
 
-# --- pytest fixtures ------------------------------------------------------------------------
-@pytest.fixture
-def sim_factory(tmp_path: Path) -> Iterator[Callable[..., SimProcess]]:
-    """Start simulators with custom arguments; every one is stopped at teardown."""
-    started: list[SimProcess] = []
-
-    def make(**kwargs: Any) -> SimProcess:
-        kwargs.setdefault("refresh_ms", (1000, 1500))
-        s = SimProcess(tmp_path / f"sim{len(started)}", **kwargs)
-        started.append(s)
-        return s.start()
-
-    try:
-        yield make
-    finally:
-        for s in started:
-            s.stop()
+# --- the server -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def sim(sim_factory: Callable[..., SimProcess]) -> SimProcess:
-    """3 nodes × 4 pods with 1–1.5 s sample refresh (so tests see new samples quickly)."""
-    return sim_factory(nodes=3, pods_per_node=4)
+def server_args(sim: SimProcess, workdir: Path, *extra: str, resolution: str = "15s") -> list[str]:
+    """The server's flags against `sim`, as the standard manifests run it (metrics-server's
+    kubeconfig for all three clients, the kubelets' node status port and the cluster CA), on a
+    free port of 127.0.0.1 with a self-signed certificate in `workdir/certs`."""
+    kubeconfig = sim.kubeconfig("metrics-server")
+    return [
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        "--secure-port=0",
+        f"--cert-dir={workdir / 'certs'}",
+        f"--metric-resolution={resolution}",
+        "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+        "--kubelet-use-node-status-port",
+        f"--kubelet-certificate-authority={sim.ca_file}",
+        *extra,
+    ]
+
+
+class ServerProcess:
+    """`python -m kubemetrics ARGS` with its log in `workdir/kubemetrics.log`; `start()` waits
+    for "Serving securely" and reads the bound address from it; `stop()` sends SIGTERM."""
+
+    def __init__(self, workdir: Path, args: Sequence[str], *, new_session: bool = False) -> None:
+        self.workdir = Path(workdir)
+        self.args = [sys.executable, "-m", "kubemetrics", *args]
+        self.log_path = self.workdir / "kubemetrics.log"
+        self.new_session = new_session
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.host = ""
+        self.port = 0
+        self._ssl: ssl.SSLContext | None = None
+        # (cert, key) presented by get(): the server authorizes every path but the probes.
+        self.client_cert: tuple[str, str] | None = None
+
+    def start(self, timeout: float = 60.0) -> ServerProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as err:
+            proc = self.proc = subprocess.Popen(
+                self.args,
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=subprocess.STDOUT,
+                start_new_session=self.new_session,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            m = SERVING.search(self.log())
+            if m:
+                host, _, port = m.group(1).rpartition(":")
+                self.host, self.port = host.strip("[]"), int(port)
+                return self
+            if proc.poll() is not None:
+                raise SimError(f"kubemetrics exited with {proc.returncode}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise SimError(f"kubemetrics not serving after {timeout}s:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        p, self.proc = self.proc, None
+        return _stop(p, timeout)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, n: int = 30) -> str:
+        return "\n".join(self.log().splitlines()[-n:])
+
+    @property
+    def cert_file(self) -> Path:
+        """The self-signed serving certificate (leaf, then its CA) the server wrote."""
+        return self.workdir / "certs" / "apiserver.crt"
+
+    def ssl_context(self, cafile: str | None = None) -> ssl.SSLContext:
+        if cafile is not None:
+            return ssl.create_default_context(cafile=cafile)
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context(cafile=str(self.cert_file))
+            if self.client_cert is not None:
+                self._ssl.load_cert_chain(*self.client_cert)
+        return self._ssl
+
+    def get(
+        self,
+        path: str,
+        accept: str | None = None,
+        method: str = "GET",
+        context: ssl.SSLContext | None = None,
+        timeout: float = 30.0,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """A direct HTTPS request to the server (verifying its certificate)."""
+        c = http.client.HTTPSConnection(
+            self.host, self.port, context=context or self.ssl_context(), timeout=timeout
+        )
+        try:
+            c.request(method, path, headers={"Accept": accept} if accept else {})
+            r = c.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        finally:
+            c.close()
+
+
+def _stop(p: subprocess.Popen[bytes] | None, timeout: float) -> int | None:
+    """SIGTERM, then SIGKILL after `timeout`; the exit code."""
+    if p is None:
+        return None
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+    return p.returncode
