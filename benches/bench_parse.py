@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubelet_payload import kubelet_payload, lines_payload
+from benches.kubelet_payload import kubelet_payload, lines_payload
 from kubemetrics import parse_resource_metrics
 
 PODS = 110

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e_harness import KUBECTL, Cluster
+
+from tests.helpers.e2e import KUBECTL, Cluster
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 import pytest
-from e2e_harness import (
+
+from tests.helpers.e2e import (
     GROUP,
     PROTOBUF,
     TABLE,

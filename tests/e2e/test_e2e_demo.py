@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from e2e_harness import KUBECTL
+from tests.helpers.e2e import KUBECTL
 
 FAST = [
     "--nodes=4",

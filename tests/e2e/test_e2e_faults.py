@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from e2e_harness import (
+
+from tests.helpers.e2e import (
     GROUP,
     KUBECTL,
     Cluster,

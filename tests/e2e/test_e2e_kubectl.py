@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from e2e_harness import (
+
+from tests.helpers.e2e import (
     GROUP,
     Cluster,
     cpu_nanocores,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from e2e_harness import RESOLUTION, Cluster
 
 from kubemetrics_sim.launch import ServerProcess, server_args
+from tests.helpers.e2e import RESOLUTION, Cluster
 
 
 def test_probes_pass_verbose_with_every_named_check(cluster: Cluster) -> None:

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import KUBECTL, REFRESH_MS, tail
 
 from kubemetrics_sim.certs import Authority
 from kubemetrics_sim.launch import ServerProcess, SimProcess
+from tests.helpers.e2e import KUBECTL, REFRESH_MS, tail
 
 GROUP = "/apis/metrics.k8s.io"
 NS = "team-a"  # the simulator's viewer may read pods (and pod metrics) here only

@@ -18,16 +18,6 @@ from typing import Any
 import orjson
 import pytest
 
-from kube_helpers import (
-    CA,
-    FakeApiServer,
-    RecordingInventory,
-    kubeconfig,
-    node,
-    pod,
-    run,
-    until,
-)
 from kubemetrics.api.status import StatusError
 from kubemetrics.config import ConfigError
 from kubemetrics.kube import (
@@ -44,6 +34,16 @@ from kubemetrics.kube import (
     load_kubeconfig_credentials,
 )
 from kubemetrics.kube.discovery import POD_LIST_ACCEPT, POD_WATCH_ACCEPT, node_target
+from tests.helpers.kube import (
+    CA,
+    FakeApiServer,
+    RecordingInventory,
+    kubeconfig,
+    node,
+    pod,
+    run,
+    until,
+)
 
 TOKEN = "s3cret-token"
 

@@ -26,9 +26,10 @@ import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, all_versions
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers.paths import ROOT, SHARED_FIXTURES
+
 DEPLOY = ROOT / "deploy"
-UPSTREAM = ROOT.parent / "shared" / "fixtures" / "upstream-components.yaml"
+UPSTREAM = SHARED_FIXTURES / "upstream-components.yaml"
 KUBECTL = shutil.which("kubectl")
 
 # Every kustomization users may apply. components/ are exercised through these.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import re
 import ssl
 import subprocess
@@ -24,11 +23,9 @@ from kubemetrics.cli.main import main
 from kubemetrics.cli.pflag import UsageError, parse_duration, parse_int, scan
 from kubemetrics.cli.usage import usage
 from kubemetrics.config import Config, ConfigError, SNICertKey, validate
+from tests.helpers.paths import SHARED_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures"
-UPSTREAM_MANIFEST = (
-    Path(os.environ.get("KUBEMETRICS_FIXTURES", str(FIXTURES))) / "upstream-components.yaml"
-)
+UPSTREAM_MANIFEST = SHARED_FIXTURES / "upstream-components.yaml"
 
 # Every flag of upstream metrics-server v0.7/v0.8 (its `--help`, including the generic apiserver
 # and component-base families it embeds), with a valid sample value ("" = boolean flag).

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kubemetrics import _native
-from test_encode import Container, Pod, build
+from tests.helpers.snapshots import Container, Pod, build
 
 LABELS = {"app": "web", "tier": "front", "n": "5", "empty": "", "example.com/role": "db"}
 

@@ -19,7 +19,6 @@ import pytest
 import uvloop
 from aiohttp import web
 
-from kube_helpers import CA, RecordingStore, Server, run, until
 from kubemetrics._native import Inventory, Store
 from kubemetrics.config import ConfigError
 from kubemetrics.cycle import Cycle
@@ -42,6 +41,7 @@ from kubemetrics.scrape.scraper import (
 )
 from kubemetrics.scrape.transport import TLSTransport
 from kubemetrics_sim.launch import SimProcess
+from tests.helpers.kube import CA, RecordingStore, Server, run, until
 
 TOKEN = "kubelet-token"
 

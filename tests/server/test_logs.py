@@ -166,7 +166,7 @@ def test_json_exception_and_non_json_values(logger: logging.Logger) -> None:
     entry = json.loads(line)
     assert entry["err"] == "ValueError: bad payload"
     assert entry["path"] == "/x"
-    assert entry["caller"].startswith("tests/test_logs.py:")
+    assert entry["caller"].startswith("server/test_logs.py:")
     assert streams.err.getvalue() == ""
 
 

@@ -9,17 +9,15 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from kubemetrics import Snapshot, Store
 from kubemetrics._native import ParseError, parse_resource_metrics
+from tests.helpers.paths import SHARED_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-if not FIXTURES.is_dir():  # a clean clone keeps its own copy next to the tests
-    FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = SHARED_FIXTURES
 
 RES = 15.0
 RES_MS = 15_000

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kubemetrics import ParseError, parse_resource_metrics
-from test_parse import reference_decode, rows_of, same
+from tests.helpers.reference import reference_decode, rows_of, same
 
 SETTINGS = settings(
     max_examples=200,
