@@ -10,8 +10,8 @@
             status, headers, body = server.get("/apis/metrics.k8s.io/v1/nodes")
 
 The one way to start either: the demo (`kubemetrics demo`), the tests (through thin pytest
-fixtures in `tests/helpers/fixtures.py`) and the benches use it. Nothing here imports pytest or the server
-(`python -m kubemetrics` is a process to it), so it ships in the wheel and imports anywhere.
+fixtures in `tests/helpers/fixtures.py`) and the benches use it. Nothing here imports pytest
+or the server (`python -m kubemetrics` is a process to it), so it ships in the wheel.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from typing import Any
 from kubemetrics.cli.pflag import parse_duration
 from kubemetrics.quantity import parse_quantity
 from kubemetrics_sim.launch import ServerProcess, SimProcess, server_args
-from tests.helpers.protowire import fields as pb_fields
+from kubemetrics_sim.protowire import fields as pb_fields
 
 KUBECTL = shutil.which("kubectl")
 PROTOBUF = "application/vnd.kubernetes.protobuf"

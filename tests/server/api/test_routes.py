@@ -28,7 +28,7 @@ from kubemetrics.api.hooks import Decision, RequestAttributes, UserInfo
 from kubemetrics.api.routes import ApiDependencies, build_app
 from kubemetrics.health import ShutdownCheck, standard_checks
 from kubemetrics.selfmetrics import SelfMetrics
-from tests.helpers.protowire import fields
+from kubemetrics_sim.protowire import fields
 
 T0 = 1_735_032_800_000  # 2024-12-24T09:33:20Z
 T1 = T0 + 15_000

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kubemetrics import _native
-from tests.helpers.protowire import fields
+from kubemetrics_sim.protowire import fields
 from tests.helpers.snapshots import T0_MS, Container, Pod, build, sample_cluster
 
 NOW_S = T0_MS / 1000 + 60.7  # creationTimestamp is the response time, whole seconds
