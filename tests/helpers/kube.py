@@ -1,4 +1,4 @@
-"""Test helpers for the kube/ and scraper tests: certificates, a fake API server, fake kubelets.
+"""Test helpers for the kube/, auth/ and scrape/ tests: certificates, a fake API server.
 
 Everything is real HTTP over real TLS on 127.0.0.1 with ports picked by the kernel. Async tests
 run their coroutine with :func:`run` (``asyncio.run`` under a generous overall bound): the
@@ -8,8 +8,6 @@ project does not use pytest-asyncio.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -18,12 +16,9 @@ from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kubemetrics import _native
+from kubemetrics_sim.certs import Authority
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -60,76 +55,28 @@ class Pair:
     key_file: Path
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 class CA:
-    """A throwaway certificate authority writing its files under ``directory``."""
+    """A throwaway certificate authority (the simulator's `Authority`) writing its files under
+    ``directory``."""
 
     def __init__(self, directory: Path, name: str = "test-ca") -> None:
         self.dir = directory
         self.name = name
-        self.key = _key()
-        now = datetime.datetime.now(datetime.UTC)
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self.key, hashes.SHA256())
-        )
-        self.cert_pem = self.cert.public_bytes(serialization.Encoding.PEM)
+        self.authority = Authority.create(name)
+        self.cert_pem = self.authority.cert_pem
         self.cert_file = directory / f"{name}.crt"
         self.cert_file.write_bytes(self.cert_pem)
 
     def issue(self, cn: str, *, server: bool = True, org: str | None = None) -> Pair:
-        key = _key()
-        now = datetime.datetime.now(datetime.UTC)
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-        if org:
-            attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(attrs))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
+        """A serving pair for localhost / 127.0.0.1, or (``server=False``) a client pair."""
+        cert_pem, key_pem = self.authority.issue(
+            cn,
+            organizations=(org,) if org else (),
+            dns=("localhost",) if server else (),
+            ips=("127.0.0.1",) if server else (),
+            server=server,
+            client=not server,
         )
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    ]
-                ),
-                critical=False,
-            ).add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
-        else:
-            builder = builder.add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-            )
-        cert = builder.sign(self.key, hashes.SHA256())
-        cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-        key_pem = _pem_key(key)
         cert_file = self.dir / f"{self.name}-{cn}.crt"
         key_file = self.dir / f"{self.name}-{cn}.key"
         cert_file.write_bytes(cert_pem)
@@ -210,14 +157,30 @@ class _Collection:
 
 
 class FakeApiServer:
-    """Nodes and pods with resourceVersions, list (paged) + watch (bookmarks, 410), faults.
+    """A fake kube-apiserver: nodes and pods with resourceVersions, list (paged) + watch
+    (bookmarks, 410), faults; TokenReview and SubjectAccessReview (v1) answered from ``tokens``
+    and ``allow`` and counted; the `extension-apiserver-authentication` ConfigMap.
 
+    ``token`` is the bearer token node and pod requests must carry (None: any).
     ``watch_gone_as_http`` chooses how an expired version is answered: an HTTP 410 or an
     ``ERROR`` event with code 410 (the API server does both, depending on timing).
     """
 
-    def __init__(self, ssl_ctx: ssl.SSLContext, token: str) -> None:
+    def __init__(
+        self,
+        ssl_ctx: ssl.SSLContext | None = None,
+        token: str | None = None,
+        *,
+        tokens: dict[str, dict[str, Any]] | None = None,
+        allow: Callable[[dict[str, Any]], tuple[bool, str]] | None = None,
+    ) -> None:
         self.token = token
+        self.tokens = tokens or {}  # TokenReview: token -> the user it authenticates
+        self.allow = allow or (lambda spec: (False, ""))  # SubjectAccessReview's answer
+        self.configmap: tuple[int, dict[str, str]] = (404, {})  # (status, data)
+        self.fail_reviews = False  # answer reviews with a Status failure
+        self.token_reviews: list[dict[str, Any]] = []
+        self.access_reviews: list[dict[str, Any]] = []
         self.rv = 100
         self.cols = {"nodes": _Collection(), "pods": _Collection()}
         self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
@@ -230,6 +193,9 @@ class FakeApiServer:
         app.router.add_get("/api/v1/nodes", self._handle)
         app.router.add_get("/api/v1/pods", self._handle)
         app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", self._token_review)
+        app.router.add_post("/apis/authorization.k8s.io/v1/subjectaccessreviews", self._sar)
+        app.router.add_get("/api/v1/namespaces/kube-system/configmaps/{name}", self._configmap)
+        app.router.add_get("/api/v1/namespaces/kube-system/configmaps", self._configmaps)
         self.server = Server(app, ssl_ctx)
 
     @property
@@ -311,12 +277,49 @@ class FakeApiServer:
 
     async def _token_review(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.path, dict(request.query), dict(request.headers)))
-        review = orjson.loads(await request.read())
-        ok = review["spec"]["token"] == "good"
-        review["status"] = {"authenticated": ok}
-        if ok:
-            review["status"]["user"] = {"username": "alice", "groups": ["devs"]}
-        return web.Response(body=orjson.dumps(review), status=201, content_type="application/json")
+        body = orjson.loads(await request.read())
+        assert body["apiVersion"] == "authentication.k8s.io/v1" and body["kind"] == "TokenReview"
+        self.token_reviews.append(body)
+        if self.fail_reviews:
+            return _status(500, "InternalError", "boom")
+        user = self.tokens.get(body["spec"]["token"])
+        status: dict[str, Any] = (
+            {"authenticated": True, "user": user}
+            if user
+            else {"authenticated": False, "error": "invalid bearer token"}
+        )
+        return web.json_response({**body, "status": status}, status=201)
+
+    async def _sar(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((request.path, dict(request.query), dict(request.headers)))
+        body = orjson.loads(await request.read())
+        assert body["apiVersion"] == "authorization.k8s.io/v1"
+        assert body["kind"] == "SubjectAccessReview"
+        self.access_reviews.append(body)
+        if self.fail_reviews:
+            return _status(503, "ServiceUnavailable", "down")
+        allowed, reason = self.allow(body["spec"])
+        return web.json_response(
+            {**body, "status": {"allowed": allowed, "reason": reason}}, status=201
+        )
+
+    async def _configmap(self, request: web.Request) -> web.StreamResponse:
+        code, data = self.configmap
+        if code != 200:
+            return _status(code, "", f"configmap answer {code}")
+        return web.json_response(
+            {"kind": "ConfigMap", "metadata": {"name": request.match_info["name"]}, "data": data}
+        )
+
+    async def _configmaps(self, request: web.Request) -> web.StreamResponse:
+        # a list answers; a watch ends at once (this fake never changes the ConfigMap)
+        if request.query.get("watch"):
+            return web.Response(body=b"")
+        _, data = self.configmap
+        items = [{"metadata": {"name": "extension-apiserver-authentication"}, "data": data}]
+        return web.json_response(
+            {"kind": "ConfigMapList", "metadata": {"resourceVersion": "1"}, "items": items}
+        )
 
     def _view(self, kind: str, obj: dict[str, Any], metadata_only: bool) -> dict[str, Any]:
         if metadata_only:
@@ -336,7 +339,10 @@ class FakeApiServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         q = dict(request.query)
         self.requests.append((request.path, q, dict(request.headers)))
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        if (
+            self.token is not None
+            and request.headers.get("Authorization") != f"Bearer {self.token}"
+        ):
             return _status(401, "Unauthorized", "Unauthorized")
         kind = request.path.rsplit("/", 1)[1]
         if q.get("watch") == "true":

@@ -13,13 +13,12 @@ import contextlib
 import datetime
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 from aiohttp import web
 from cryptography import x509
@@ -43,6 +42,7 @@ from kubemetrics.auth.delegation import AuthConfigError, parse_configmap
 from kubemetrics.config import AuthnConfig, ServingConfig
 from kubemetrics.kube.client import ApiClient, ClusterCredentials, TokenSource
 from kubemetrics_sim.certs import Authority
+from tests.helpers.kube import FakeApiServer
 
 # --- helpers -----------------------------------------------------------------------------------
 
@@ -89,85 +89,16 @@ class Pki:
         return write(base.with_suffix(".crt"), cert), write(base.with_suffix(".key"), key)
 
 
-# --- a review-speaking API server double -------------------------------------------------------
-
-
-@dataclass
-class FakeApiServer:
-    tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
-    allow: Callable[[dict[str, Any]], tuple[bool, str]] = lambda spec: (False, "")
-    configmap: tuple[int, dict[str, str]] = (404, {})
-    fail_reviews: bool = False
-    token_reviews: list[dict[str, Any]] = field(default_factory=list)
-    access_reviews: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-
-    async def tokenreview(self, request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read())
-        assert body["apiVersion"] == "authentication.k8s.io/v1" and body["kind"] == "TokenReview"
-        self.token_reviews.append(body)
-        if self.fail_reviews:
-            return web.json_response({"kind": "Status", "code": 500, "message": "boom"}, status=500)
-        user = self.tokens.get(body["spec"]["token"])
-        status: dict[str, Any] = (
-            {"authenticated": True, "user": user}
-            if user
-            else {"authenticated": False, "error": "invalid bearer token"}
-        )
-        return web.json_response({**body, "status": status}, status=201)
-
-    async def sar(self, request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read())
-        assert body["apiVersion"] == "authorization.k8s.io/v1"
-        assert body["kind"] == "SubjectAccessReview"
-        self.access_reviews.append(body)
-        if self.fail_reviews:
-            return web.json_response({"kind": "Status", "code": 503, "message": "down"}, status=503)
-        allowed, reason = self.allow(body["spec"])
-        status = {"allowed": allowed, "reason": reason}
-        return web.json_response({**body, "status": status}, status=201)
-
-    async def get_configmap(self, request: web.Request) -> web.Response:
-        code, data = self.configmap
-        if code != 200:
-            return web.json_response(
-                {"kind": "Status", "code": code, "message": f"configmap answer {code}"},
-                status=code,
-            )
-        return web.json_response(
-            {"kind": "ConfigMap", "metadata": {"name": request.match_info["name"]}, "data": data}
-        )
-
-    async def list_configmaps(self, request: web.Request) -> web.Response:
-        # a list answers; a watch ends at once (this double never changes the ConfigMap)
-        if request.query.get("watch"):
-            return web.Response(body=b"")
-        _, data = self.configmap
-        items = [{"metadata": {"name": "extension-apiserver-authentication"}, "data": data}]
-        return web.json_response(
-            {"kind": "ConfigMapList", "metadata": {"resourceVersion": "1"}, "items": items}
-        )
-
-
 @contextlib.asynccontextmanager
 async def fake_apiserver(fake: FakeApiServer) -> AsyncIterator[ApiClient]:
-    app = web.Application()
-    app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", fake.tokenreview)
-    app.router.add_post("/apis/authorization.k8s.io/v1/subjectaccessreviews", fake.sar)
-    app.router.add_get("/api/v1/namespaces/kube-system/configmaps/{name}", fake.get_configmap)
-    app.router.add_get("/api/v1/namespaces/kube-system/configmaps", fake.list_configmaps)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    fake.url = f"http://{host}:{port}"
+    """The fake API server (plain HTTP) and a client of it."""
+    await fake.start()
     client = ApiClient(ClusterCredentials(server=fake.url, token=TokenSource("Bearer sa")))
     try:
         yield client
     finally:
         await client.close()
-        await runner.cleanup()
+        await fake.stop()
 
 
 # --- a TLS server whose handler reports the authenticated user --------------------------------

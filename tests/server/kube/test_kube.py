@@ -54,7 +54,9 @@ async def api_server(
 ) -> AsyncIterator[tuple[FakeApiServer, ClusterCredentials]]:
     ca = CA(tmp_path)
     pair = ca.issue("apiserver")
-    server = FakeApiServer(ca.server_context(pair), TOKEN)
+    server = FakeApiServer(
+        ca.server_context(pair), TOKEN, tokens={"good": {"username": "alice", "groups": ["devs"]}}
+    )
     await server.start()
     try:
         if via_kubeconfig:  # ~1 s: the loader runs in a child process
@@ -528,7 +530,7 @@ def test_post_json_round_trips_a_review(tmp_path: Path) -> None:
                 "authenticated": True,
                 "user": {"username": "alice", "groups": ["devs"]},
             }
-            assert bad["status"] == {"authenticated": False}
+            assert bad["status"] == {"authenticated": False, "error": "invalid bearer token"}
             _, _, headers = server.requests[-1]
             assert headers["Content-Type"] == "application/json"
             assert headers["Authorization"] == f"Bearer {TOKEN}"
