@@ -26,6 +26,7 @@ import orjson
 import pytest
 
 from kubemetrics import _native
+from kubemetrics_sim.payload import ContainerSample, NodeSample, kubelet_text
 
 NODES = 5_000
 PODS_PER_NODE = 30
@@ -62,28 +63,24 @@ def _pod(k: int) -> tuple[str, str, dict[str, str], int]:
 
 def _payload(node: int, scrape: int) -> bytes:
     ts = T0_MS + scrape * WINDOW_MS
-    cpu, mem, start = [], [], []
+    containers = []
     for p in range(PODS_PER_NODE):
         k = node * PODS_PER_NODE + p
         ns, name, _, nc = _pod(k)
-        for c in range(nc):
-            lbl = f'{{container="c{c}",namespace="{ns}",pod="{name}"}}'
-            cpu.append(
-                f"container_cpu_usage_seconds_total{lbl} {100 + k % 97 + scrape * 0.75 * c} {ts}"
+        containers += [
+            ContainerSample(
+                ns,
+                name,
+                f"c{c}",
+                100 + k % 97 + scrape * 0.75 * c,
+                (k % 4096 + 1) * 4096,
+                1.7e9,
+                ts,
             )
-            mem.append(f"container_memory_working_set_bytes{lbl} {(k % 4096 + 1) * 4096} {ts}")
-            start.append(f"container_start_time_seconds{lbl} 1.7e+09")
-    lines = [
-        "# TYPE container_cpu_usage_seconds_total counter",
-        *cpu,
-        "# TYPE container_memory_working_set_bytes gauge",
-        *mem,
-        "# TYPE container_start_time_seconds gauge",
-        *start,
-        f"node_cpu_usage_seconds_total {1000 + scrape * 3.5} {ts}",
-        f"node_memory_working_set_bytes {8 * 2**30 + node} {ts}",
-    ]
-    return ("\n".join(lines) + "\n").encode()
+            for c in range(nc)
+        ]
+    node_sample = NodeSample(1000 + scrape * 3.5, 8 * 2**30 + node, ts)
+    return kubelet_text(node_sample, containers)
 
 
 @pytest.fixture(scope="module")

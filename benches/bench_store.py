@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from kubemetrics import Store
+from kubemetrics_sim.payload import ContainerSample, NodeSample, kubelet_text
 
 NODES = 1_000
 PODS = 30
@@ -42,58 +43,12 @@ class Cluster:
 
 
 def _node_payload(node: tuple[float, float, int], rows: list[Row]) -> bytes:
-    """One kubelet body in the current format (families sorted, labels alphabetical)."""
-
-    def lab(r: Row) -> str:
-        return f'{{container="{r[2]}",namespace="{r[0]}",pod="{r[1]}"}}'
-
-    out: list[str] = []
-
-    def family(name: str, kind: str, what: str, lines: list[str]) -> None:
-        out.append(f"# HELP {name} [STABLE] {what}")
-        out.append(f"# TYPE {name} {kind}")
-        out.extend(lines)
-
-    cpu, mem = "container_cpu_usage_seconds_total", "container_memory_working_set_bytes"
+    """One kubelet body in the current format (the simulator's writer), sorted as the kubelet
+    sorts."""
     ordered = sorted(rows, key=lambda r: (r[2], r[0], r[1]))
-    family(
-        cpu,
-        "counter",
-        "Cumulative cpu time consumed by the container in core-seconds",
-        [f"{cpu}{lab(r)} {r[3]!r} {r[6]}" for r in ordered],
+    return kubelet_text(
+        NodeSample(*node), [ContainerSample(*r) for r in ordered], scrape_error=False
     )
-    family(
-        mem,
-        "gauge",
-        "Current working set of the container in bytes",
-        [f"{mem}{lab(r)} {r[4]:.9e} {r[6]}" for r in ordered],
-    )
-    start = "container_start_time_seconds"
-    family(
-        start,
-        "gauge",
-        "Start time of the container since unix epoch in seconds",
-        [f"{start}{lab(r)} {r[5]:.16e}" for r in ordered],
-    )
-    family(
-        "node_cpu_usage_seconds_total",
-        "counter",
-        "Cumulative cpu time consumed by the node",
-        [f"node_cpu_usage_seconds_total {node[0]!r} {node[2]}"],
-    )
-    family(
-        "node_memory_working_set_bytes",
-        "gauge",
-        "Current working set of the node in bytes",
-        [f"node_memory_working_set_bytes {node[1]:.9e} {node[2]}"],
-    )
-    family(
-        "resource_scrape_error",
-        "gauge",
-        "1 if there was an error while getting container metrics",
-        ["resource_scrape_error 0"],
-    )
-    return ("\n".join(out) + "\n").encode()
 
 
 @pytest.fixture(scope="module")

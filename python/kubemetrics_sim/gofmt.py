@@ -10,7 +10,7 @@ def go_float(v: float) -> str:
     """strconv.FormatFloat(v, 'g', -1, 64), as the kubelet's Prometheus encoder writes values:
     shortest round-trip digits, exponent form when the decimal exponent is < -4 or >= 6."""
     if v == 0:
-        return "0"
+        return "-0" if math.copysign(1.0, v) < 0 else "0"
     if 1e-4 <= v < 1e6:
         # Python's repr uses the same shortest digits and no exponent in this range.
         r = repr(v)

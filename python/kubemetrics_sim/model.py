@@ -21,7 +21,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from .gofmt import go_float, go_int, rfc3339
+from .gofmt import go_float, rfc3339
+from .payload import ContainerSample, NodeSample, PodSample, kubelet_text
 
 HISTORY = 4  # samples kept per container/node for the truth API
 _MASK = (1 << 64) - 1
@@ -121,7 +122,6 @@ class Container:
         "cpu_ns",
         "has_sample",
         "hist",
-        "labels",
         "mem",
         "name",
         "offset_ms",
@@ -150,7 +150,6 @@ class Container:
         self.hist: list[tuple[int, int, int]] = []  # (ts_ms, cpu_ns, memory) newest last
         self.restarts = 0
         self.pending_restart_ms: int | None = None
-        self.labels = ""
 
     def set_start(self, start_ms: int) -> None:
         self.start_ms = start_ms
@@ -258,8 +257,6 @@ class Pod:
         self.uid = str(uuid.UUID(int=mix(shash(namespace), shash(name), int(created * 1000)) << 64))
         self.rv = 0
         self.offset_ms = offset_ms
-        for c in containers:
-            c.labels = f'{{container="{c.name}",namespace="{namespace}",pod="{name}"}}'
 
     @property
     def key(self) -> tuple[str, str]:
@@ -573,66 +570,16 @@ class Node:
         }
 
 
-_H = {
-    "ccpu": "# HELP container_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by "
-    "the container in core-seconds\n# TYPE container_cpu_usage_seconds_total counter\n",
-    "cmem": "# HELP container_memory_working_set_bytes [STABLE] Current working set of the "
-    "container in bytes\n# TYPE container_memory_working_set_bytes gauge\n",
-    "cstart": "# HELP container_start_time_seconds [STABLE] Start time of the container since "
-    "unix epoch in seconds\n# TYPE container_start_time_seconds gauge\n",
-    "cswapl": "# HELP container_swap_limit_bytes [ALPHA] Current amount of the container swap "
-    "limit in bytes. Reported only on non-windows systems\n"
-    "# TYPE container_swap_limit_bytes gauge\n",
-    "cswap": "# HELP container_swap_usage_bytes [ALPHA] Current amount of the container swap "
-    "usage in bytes. Reported only on non-windows systems\n"
-    "# TYPE container_swap_usage_bytes gauge\n",
-    "ncpu": "# HELP node_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the "
-    "node in core-seconds\n# TYPE node_cpu_usage_seconds_total counter\n",
-    "nmem": "# HELP node_memory_working_set_bytes [STABLE] Current working set of the node in "
-    "bytes\n# TYPE node_memory_working_set_bytes gauge\n",
-    "nswap": "# HELP node_swap_usage_bytes [ALPHA] Current swap usage of the node in bytes. "
-    "Reported only on non-windows systems\n# TYPE node_swap_usage_bytes gauge\n",
-    "pcpu": "# HELP pod_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the pod "
-    "in core-seconds\n# TYPE pod_cpu_usage_seconds_total counter\n",
-    "pmem": "# HELP pod_memory_working_set_bytes [STABLE] Current working set of the pod in "
-    "bytes\n# TYPE pod_memory_working_set_bytes gauge\n",
-    "pswap": "# HELP pod_swap_usage_bytes [ALPHA] Current amount of the pod swap usage in bytes. "
-    "Reported only on non-windows systems\n# TYPE pod_swap_usage_bytes gauge\n",
-    "err": "# HELP resource_scrape_error [STABLE] 1 if there was an error while getting container "
-    "metrics, 0 otherwise\n# TYPE resource_scrape_error gauge\n",
-}
-
-
 def render(node: Node, scrape_error: bool = False) -> bytes:
     """The kubelet's /metrics/resource text for the node's current sample."""
-    out: list[str] = []
-    add = out.append
+    containers: list[ContainerSample] = []
+    pods: list[PodSample] = []
     if not scrape_error:
-        cs = [(c, p) for c, p in node.sorted_containers() if c.has_sample]
-        add(_H["ccpu"])
-        for c, _ in cs:
-            add(f"container_cpu_usage_seconds_total{c.labels} {go_float(c.cpu_ns / 1e9)} {c.ts}\n")
-        add(_H["cmem"])
-        for c, _ in cs:
-            add(f"container_memory_working_set_bytes{c.labels} {go_int(c.mem)} {c.ts}\n")
-        add(_H["cstart"])
-        for c, _ in cs:
-            add(f"container_start_time_seconds{c.labels} {c.start_str}\n")
-        add(_H["cswapl"])
-        for c, _ in cs:
-            add(f"container_swap_limit_bytes{c.labels} 0 {c.ts}\n")
-        add(_H["cswap"])
-        for c, _ in cs:
-            add(f"container_swap_usage_bytes{c.labels} 0 {c.ts}\n")
-    t = node.ts
-    add(_H["ncpu"])
-    add(f"node_cpu_usage_seconds_total {go_float(node.cpu_ns / 1e9)} {t}\n")
-    add(_H["nmem"])
-    add(f"node_memory_working_set_bytes {go_int(node.mem)} {t}\n")
-    add(_H["nswap"])
-    add(f"node_swap_usage_bytes 0 {t}\n")
-    if not scrape_error:
-        pods: list[tuple[str, int, int, int]] = []
+        containers = [
+            ContainerSample(p.namespace, p.name, c.name, c.cpu_ns / 1e9, c.mem, c.start_str, c.ts)
+            for c, p in node.sorted_containers()
+            if c.has_sample
+        ]
         for p in sorted(node.pods.values(), key=lambda p: (p.namespace, p.name)):
             cpu = 0
             mem = 0
@@ -643,17 +590,11 @@ def render(node: Node, scrape_error: bool = False) -> bytes:
                     mem += c.mem
                     seen = True
             if seen:
-                lab = f'{{namespace="{p.namespace}",pod="{p.name}"}}'
-                pods.append((lab, cpu, mem, t - p.offset_ms))
-        add(_H["pcpu"])
-        for lab, cpu, _, ts in pods:
-            add(f"pod_cpu_usage_seconds_total{lab} {go_float(cpu / 1e9)} {ts}\n")
-        add(_H["pmem"])
-        for lab, _, mem, ts in pods:
-            add(f"pod_memory_working_set_bytes{lab} {go_int(mem)} {ts}\n")
-        add(_H["pswap"])
-        for lab, _, _, ts in pods:
-            add(f"pod_swap_usage_bytes{lab} 0 {ts}\n")
-    add(_H["err"])
-    add("resource_scrape_error 1\n" if scrape_error else "resource_scrape_error 0\n")
-    return "".join(out).encode()
+                pods.append(PodSample(p.namespace, p.name, cpu / 1e9, mem, node.ts - p.offset_ms))
+    return kubelet_text(
+        NodeSample(node.cpu_ns / 1e9, node.mem, node.ts),
+        containers,
+        pods=pods,
+        swap=True,
+        scrape_error=scrape_error,
+    )

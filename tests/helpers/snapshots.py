@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kubemetrics import _native
+from kubemetrics_sim import payload
+from kubemetrics_sim.payload import ContainerSample, NodeSample
 
 T0_MS = 1_735_032_833_000  # 2024-12-24T09:33:53Z
 WINDOW_MS = 15_012
@@ -31,25 +33,12 @@ class Pod:
 
 def kubelet_text(pods: Iterable[Pod], node_cpu: float, node_mem: int, ts_ms: int) -> bytes:
     """A /metrics/resource body like the kubelet's (start times well before ts)."""
-    pods = list(pods)
-    out = ["# TYPE container_cpu_usage_seconds_total counter"]
-    for p in pods:
-        for c in p.containers:
-            lbl = f'container="{c.name}",namespace="{p.namespace}",pod="{p.name}"'
-            out.append(f"container_cpu_usage_seconds_total{{{lbl}}} {c.cpu_seconds!r} {ts_ms}")
-    out.append("# TYPE container_memory_working_set_bytes gauge")
-    for p in pods:
-        for c in p.containers:
-            lbl = f'container="{c.name}",namespace="{p.namespace}",pod="{p.name}"'
-            out.append(f"container_memory_working_set_bytes{{{lbl}}} {c.memory} {ts_ms}")
-    out.append("# TYPE container_start_time_seconds gauge")
-    for p in pods:
-        for c in p.containers:
-            lbl = f'container="{c.name}",namespace="{p.namespace}",pod="{p.name}"'
-            out.append(f"container_start_time_seconds{{{lbl}}} 1.7e+09")
-    out.append(f"node_cpu_usage_seconds_total {node_cpu!r} {ts_ms}")
-    out.append(f"node_memory_working_set_bytes {node_mem} {ts_ms}")
-    return ("\n".join(out) + "\n").encode()
+    containers = [
+        ContainerSample(p.namespace, p.name, c.name, c.cpu_seconds, c.memory, 1.7e9, ts_ms)
+        for p in pods
+        for c in p.containers
+    ]
+    return payload.kubelet_text(NodeSample(node_cpu, node_mem, ts_ms), containers)
 
 
 def build(

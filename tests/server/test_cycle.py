@@ -10,18 +10,14 @@ from kubemetrics import _native
 from kubemetrics.cycle import Cycle
 from kubemetrics.kube.discovery import Removed
 from kubemetrics.selfmetrics import SelfMetrics
+from kubemetrics_sim.payload import ContainerSample, NodeSample, kubelet_text
 
 
 def _payload(ts_ms: int, cpu_s: float, pod: str = "p") -> bytes:
-    return (
-        f"node_cpu_usage_seconds_total {cpu_s} {ts_ms}\n"
-        f"node_memory_working_set_bytes 1048576 {ts_ms}\n"
-        f'container_cpu_usage_seconds_total{{container="c",namespace="ns",pod="{pod}"}} '
-        f"{cpu_s / 2} {ts_ms}\n"
-        f'container_memory_working_set_bytes{{container="c",namespace="ns",pod="{pod}"}} 4096 '
-        f"{ts_ms}\n"
-        f'container_start_time_seconds{{container="c",namespace="ns",pod="{pod}"}} 1.7e+09\n'
-    ).encode()
+    return kubelet_text(
+        NodeSample(cpu_s, 1048576, ts_ms),
+        [ContainerSample("ns", pod, "c", cpu_s / 2, 4096, 1.7e9, ts_ms)],
+    )
 
 
 class FakeScraper:

@@ -28,6 +28,7 @@ from kubemetrics.api.hooks import Decision, RequestAttributes, UserInfo
 from kubemetrics.api.routes import ApiDependencies, build_app
 from kubemetrics.health import ShutdownCheck, standard_checks
 from kubemetrics.selfmetrics import SelfMetrics
+from kubemetrics_sim.payload import ContainerSample, NodeSample, kubelet_text
 from kubemetrics_sim.protowire import fields
 
 T0 = 1_735_032_800_000  # 2024-12-24T09:33:20Z
@@ -63,24 +64,13 @@ class C:
 
 
 def payload(node_cpu_ns: int, node_mem: int, node_ts: int, containers: list[C]) -> bytes:
-    out = ["# TYPE container_cpu_usage_seconds_total counter"]
-    lab = [f'container="{c.name}",namespace="{c.namespace}",pod="{c.pod}"' for c in containers]
-    out += [
-        f"container_cpu_usage_seconds_total{{{lab[i]}}} {cpu_text(c.cpu_ns)} {c.ts}"
-        for i, c in enumerate(containers)
-    ]
-    out.append("# TYPE container_memory_working_set_bytes gauge")
-    out += [
-        f"container_memory_working_set_bytes{{{lab[i]}}} {c.memory} {c.ts}"
-        for i, c in enumerate(containers)
-    ]
-    out.append("# TYPE container_start_time_seconds gauge")
-    out += [f"container_start_time_seconds{{{lab[i]}}} {START_S}" for i in range(len(containers))]
-    out.append("# TYPE node_cpu_usage_seconds_total counter")
-    out.append(f"node_cpu_usage_seconds_total {cpu_text(node_cpu_ns)} {node_ts}")
-    out.append("# TYPE node_memory_working_set_bytes gauge")
-    out.append(f"node_memory_working_set_bytes {node_mem} {node_ts}")
-    return ("\n".join(out) + "\n").encode()
+    return kubelet_text(
+        NodeSample(cpu_text(node_cpu_ns), node_mem, node_ts),
+        [
+            ContainerSample(c.namespace, c.pod, c.name, cpu_text(c.cpu_ns), c.memory, START_S, c.ts)
+            for c in containers
+        ],
+    )
 
 
 S = 1_000_000_000  # ns per core-second

@@ -15,6 +15,7 @@ import pytest
 
 from kubemetrics import Snapshot, Store
 from kubemetrics._native import ParseError, parse_resource_metrics
+from kubemetrics_sim.payload import ContainerSample, NodeSample, kubelet_text
 from tests.helpers.paths import SHARED_FIXTURES
 
 FIXTURES = SHARED_FIXTURES
@@ -38,79 +39,21 @@ class C:
     ts: int | None = None
 
 
-def fmt(v: float) -> str:
-    # Python's repr is a valid Go float (1e-05, 4.12471296e+08, nan, inf).
-    if v != v:
-        return "NaN"
-    if v in (float("inf"), float("-inf")):
-        return "+Inf" if v > 0 else "-Inf"
-    return repr(v)
-
-
 def payload(
     node: tuple[float | None, float | None, int | None] | None,
     containers: list[C],
 ) -> bytes:
-    """A payload in the current kubelet's form: families sorted by name, labels
-    alphabetical, HELP/TYPE lines, start times without timestamps."""
-
-    def labels(c: C) -> str:
-        return f'{{container="{c.name}",namespace="{c.namespace}",pod="{c.pod}"}}'
-
-    def ts(t: int | None) -> str:
-        return "" if t is None else f" {t}"
-
-    out: list[str] = []
-
-    def family(name: str, kind: str, lines: list[str]) -> None:
-        out.append(f"# HELP {name} [STABLE] test family")
-        out.append(f"# TYPE {name} {kind}")
-        out.extend(lines)
-
+    """A payload in the current kubelet's form (the simulator's writer), containers sorted by
+    label values as the kubelet sorts them."""
     ordered = sorted(containers, key=lambda c: (c.name, c.namespace, c.pod))
-    family(
-        "container_cpu_usage_seconds_total",
-        "counter",
+    return kubelet_text(
+        None if node is None else NodeSample(*node),
         [
-            f"container_cpu_usage_seconds_total{labels(c)} {fmt(c.cpu)}{ts(c.ts)}"
+            ContainerSample(c.namespace, c.pod, c.name, c.cpu, c.memory, c.start, c.ts)
             for c in ordered
-            if c.cpu is not None
         ],
+        scrape_error=False,
     )
-    family(
-        "container_memory_working_set_bytes",
-        "gauge",
-        [
-            f"container_memory_working_set_bytes{labels(c)} {fmt(c.memory)}{ts(c.ts)}"
-            for c in ordered
-            if c.memory is not None
-        ],
-    )
-    family(
-        "container_start_time_seconds",
-        "gauge",
-        [
-            f"container_start_time_seconds{labels(c)} {fmt(c.start)}"
-            for c in ordered
-            if c.start is not None
-        ],
-    )
-    if node is not None:
-        cpu, mem, t = node
-        if cpu is not None:
-            family(
-                "node_cpu_usage_seconds_total",
-                "counter",
-                [f"node_cpu_usage_seconds_total {fmt(cpu)}{ts(t)}"],
-            )
-        if mem is not None:
-            family(
-                "node_memory_working_set_bytes",
-                "gauge",
-                [f"node_memory_working_set_bytes {fmt(mem)}{ts(t)}"],
-            )
-    family("resource_scrape_error", "gauge", ["resource_scrape_error 0"])
-    return ("\n".join(out) + "\n").encode()
 
 
 def nanocores(cpu_last: float, cpu_prev: float, ts_last: int, ts_prev: int) -> int:

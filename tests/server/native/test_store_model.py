@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from kubemetrics import _native
+from kubemetrics_sim.payload import ContainerSample, NodeSample, kubelet_text
 
 RES_MS = 15_000
 FRESH_MS = 10_000
@@ -160,23 +161,11 @@ class Model:
 
 
 def _payload(point: Point, rows: list[Row], rnd: random.Random) -> bytes:
-    lines = []
-    stamp = f" {point[2]}" if point[2] else ""
-    if point[0] is not None:
-        lines.append(f"node_cpu_usage_seconds_total {point[0]!r}{stamp}")
-    if point[1] is not None:
-        lines.append(f"node_memory_working_set_bytes {point[1]!r}{stamp}")
-    for ns, pod, name, cpu, mem, start, ts in rows:
-        labels = f'{{container="{name}",namespace="{ns}",pod="{pod}"}}'
-        stamp = f" {ts}" if ts else ""
-        if cpu is not None:
-            lines.append(f"container_cpu_usage_seconds_total{labels} {cpu!r}{stamp}")
-        if mem is not None:
-            lines.append(f"container_memory_working_set_bytes{labels} {mem!r}{stamp}")
-        if start is not None:
-            lines.append(f"container_start_time_seconds{labels} {start!r}")
+    node = NodeSample(point[0], point[1], point[2] or None)
+    containers = [ContainerSample(*r[:6], r[6] or None) for r in rows]
+    lines = kubelet_text(node, containers, comments=False).splitlines()
     rnd.shuffle(lines)  # a parser must not depend on the order
-    return ("\n".join(lines) + "\n").encode()
+    return b"\n".join(lines) + b"\n"
 
 
 def _served(snap: _native.Snapshot) -> tuple[list[NodeRow], list[PodRow]]:

@@ -41,19 +41,17 @@ from kubemetrics.scrape.scraper import (
 )
 from kubemetrics.scrape.transport import TLSTransport
 from kubemetrics_sim.launch import SimProcess
+from kubemetrics_sim.payload import ContainerSample, NodeSample, kubelet_text
 from tests.helpers.kube import CA, RecordingStore, Server, run, until
 
 TOKEN = "kubelet-token"
 
 
 def payload(node: str) -> bytes:
-    return (
-        b"# HELP node_cpu_usage_seconds_total Cumulative cpu time consumed by the node\n"
-        b"# TYPE node_cpu_usage_seconds_total counter\n"
-        b"node_cpu_usage_seconds_total 357.35 1700000000000\n"
-        b'container_cpu_usage_seconds_total{container="c",namespace="ns",pod="'
-        + node.encode()
-        + b'-pod"} 1.5 1700000000000\n'
+    ts = 1_700_000_000_000
+    return kubelet_text(
+        NodeSample(357.35, None, ts),
+        [ContainerSample("ns", f"{node}-pod", "c", 1.5, None, None, ts)],
     )
 
 
