@@ -1,20 +1,27 @@
 """The kubelet connections' TLS transport: OpenSSL reads the socket itself.
 
 aiohttp still does HTTP, pooling, keep-alive and timeouts; only the TLS layer under it is
-replaced (through ``TCPConnector._wrap_create_connection``, falling back to aiohttp's own when
-the call does not look as expected), so that a thousand kept-alive kubelet connections do not
-each hold the event loop's TLS buffers between ticks. See docs/PERFORMANCE.md for the numbers.
+replaced, so that a thousand kept-alive kubelet connections do not each hold the event loop's
+TLS buffers between ticks. See docs/PERFORMANCE.md for the numbers.
+
+The hook is aiohttp's private ``TCPConnector._wrap_create_connection``: pyproject.toml pins
+aiohttp to the range the tests ran against. Should the hook ever be missing or called in
+another shape, the connector falls back to aiohttp's own TLS transport (correct, only larger)
+and logs a warning once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+
+log = logging.getLogger("kubemetrics.scraper")
 
 # Plaintext bytes asked of OpenSSL per read: one TLS record's worth at most.
 _READ_SIZE = 16384
@@ -291,17 +298,41 @@ async def _open_tls(
     raise last or OSError("no address to connect to")
 
 
+_fell_back = False
+
+
+def _fall_back(why: str) -> None:
+    global _fell_back
+    if not _fell_back:
+        _fell_back = True
+        log.warning(
+            "Kubelet connections use aiohttp's own TLS transport (more memory per kept-alive "
+            "connection): %s; this aiohttp version (%s) is outside the range kubemetrics is "
+            "tested with",
+            why,
+            aiohttp.__version__,
+        )
+
+
 class KubeletConnector(aiohttp.TCPConnector):
     """TCPConnector whose TLS connections use :class:`TLSTransport`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not hasattr(aiohttp.TCPConnector, "_wrap_create_connection"):
+            _fall_back("aiohttp.TCPConnector._wrap_create_connection does not exist")
 
     async def _wrap_create_connection(
         self, *args: Any, **kwargs: Any
     ) -> tuple[asyncio.Transport, Any]:
         context = kwargs.get("ssl")
-        addr_infos = kwargs.get("addr_infos")
-        if not isinstance(context, ssl.SSLContext) or not addr_infos or not args:
+        if not isinstance(context, ssl.SSLContext):  # plain HTTP: nothing to replace
             return await super()._wrap_create_connection(*args, **kwargs)
-        req = kwargs["req"]
+        addr_infos = kwargs.get("addr_infos")
+        req = kwargs.get("req")
+        if not addr_infos or not args or req is None:
+            _fall_back("_wrap_create_connection was called without protocol, addr_infos or req")
+            return await super()._wrap_create_connection(*args, **kwargs)
         client_error = kwargs.get("client_error", aiohttp.ClientConnectorError)
         try:
             return await _open_tls(

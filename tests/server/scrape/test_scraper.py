@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import uvloop
 from aiohttp import web
@@ -32,6 +34,7 @@ from kubemetrics.kube import (
     load_kubeconfig_credentials,
 )
 from kubemetrics.kube.discovery import Removed
+from kubemetrics.scrape import transport
 from kubemetrics.scrape.memory import release_free_memory
 from kubemetrics.scrape.scraper import (
     KubeletClientSettings,
@@ -39,7 +42,7 @@ from kubemetrics.scrape.scraper import (
     ScrapeSettings,
     kubelet_settings,
 )
-from kubemetrics.scrape.transport import TLSTransport
+from kubemetrics.scrape.transport import KubeletConnector, TLSTransport
 from kubemetrics_sim.launch import SimProcess
 from kubemetrics_sim.payload import ContainerSample, NodeSample, kubelet_text
 from tests.helpers.kube import CA, RecordingStore, Server, run, until
@@ -741,3 +744,37 @@ def test_release_free_memory_returns_freed_heap_pages() -> None:
     after = rss_kib()
     assert held - after > freed_kib // 2, (before, held, after)
     assert len(pins) == 4096
+
+
+def test_unexpected_aiohttp_hook_shape_falls_back_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If aiohttp ever calls the private hook differently, the connector uses aiohttp's own
+    TLS transport (correct, only bigger) and says so once."""
+    calls: list[dict[str, object]] = []
+
+    async def aiohttp_own(self: object, *args: object, **kwargs: object) -> tuple[str, str]:
+        calls.append(kwargs)
+        return "aiohttp-transport", "protocol"
+
+    monkeypatch.setattr(transport, "_fell_back", False)
+    monkeypatch.setattr(aiohttp.TCPConnector, "_wrap_create_connection", aiohttp_own)
+
+    async def main() -> None:
+        connector = KubeletConnector()
+        ctx = ssl.create_default_context()
+        try:
+            for _ in range(3):  # no addr_infos: not the shape the hook was written for
+                got = await connector._wrap_create_connection(lambda: None, ssl=ctx)
+                assert got == ("aiohttp-transport", "protocol")
+            # plain HTTP is not a fall-back: nothing to replace there
+            await connector._wrap_create_connection(lambda: None, ssl=False)
+        finally:
+            await connector.close()
+
+    with caplog.at_level(logging.WARNING, logger="kubemetrics.scraper"):
+        run(main())
+    assert len(calls) == 4
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "aiohttp's own TLS transport" in warnings[0]
+    assert aiohttp.__version__ in warnings[0]
