@@ -4,7 +4,7 @@ upstream's budget 1 mCPU and 2 MiB).
 
 Scale run (manual, ~2-3 minutes; numbers in docs/PERFORMANCE.md):
 
-    .venv/bin/python benches/bench_server.py --nodes 1000 --pods-per-node 30 --cycles 4
+    .venv/bin/python -m benches.bench_server --nodes 1000 --pods-per-node 30 --cycles 4
 
 starts the simulator (kubelets refreshing every 10-15 s like real ones), then the server with
 `--metric-resolution=15s`, waits until every node is served, lets one more cycle pass (warm
@@ -31,28 +31,10 @@ from typing import Any
 import pytest
 
 from kubemetrics_sim.launch import ServerProcess, SimProcess, server_args
+from tests.helpers.proc import cpu_seconds, memory_kib
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 GOAL_MCPU_PER_NODE = 0.05
 GOAL_MIB_PER_NODE = 0.1
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the process (all its threads), in seconds."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    # fields[0] is state (field 3); utime is field 14, stime field 15
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def memory_kib(pid: int) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0])
-    return out
 
 
 def measure(

@@ -5,7 +5,7 @@ baseline of joining the same number of pre-formatted lines, and encoding a pod l
 
 Scale run (manual, a few minutes; numbers in docs/SIMULATOR.md):
 
-    .venv/bin/python benches/bench_sim.py --nodes 5000 --pods-per-node 30 --seconds 60
+    .venv/bin/python -m benches.bench_sim --nodes 5000 --pods-per-node 30 --seconds 60
 
 starts ``kubemetrics-sim``, scrapes every kubelet once per 15 s over kept-alive TLS connections
 (like a metrics server), lists 150,000 pods (full and metadata-only), and reports the
@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import ssl
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +26,9 @@ from typing import Any
 import pytest
 
 from kubemetrics_sim.cluster import Cluster, Config
+from kubemetrics_sim.launch import SimProcess
 from kubemetrics_sim.model import render
+from tests.helpers.proc import cpu_seconds, memory_kib
 
 # --- pytest-benchmark ---------------------------------------------------------------------
 
@@ -76,11 +76,6 @@ def test_encode_pod_list(benchmark: Any, cluster: Cluster) -> None:
 
 
 # --- scale run ----------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def scrape_all(info: dict[str, Any], seconds: float, period: float) -> tuple[int, int]:
@@ -142,8 +137,6 @@ def list_pods(info: dict[str, Any], accept: str) -> tuple[float, int]:
 
 
 def main() -> None:
-    import json
-    import subprocess
 
     p = argparse.ArgumentParser()
     p.add_argument("--nodes", type=int, default=5000)
@@ -152,67 +145,45 @@ def main() -> None:
     p.add_argument("--period", type=float, default=15)
     a = p.parse_args()
     state = Path(tempfile.mkdtemp(prefix="sim-bench-"))
-    t0 = time.monotonic()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kubemetrics_sim",
-            "--nodes",
-            str(a.nodes),
-            "--pods-per-node",
-            str(a.pods_per_node),
-            "--state-dir",
-            str(state),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    sim = SimProcess(state, nodes=a.nodes, pods_per_node=a.pods_per_node, ready_timeout=600).start()
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        print(line.strip(), f"(wall {time.monotonic() - t0:.1f}s)")
-        info = json.loads((state / "cluster.json").read_text())
-        rss = [
-            ln
-            for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
-            if ln.startswith("VmRSS")
-        ]
-        print("simulator", rss[0])
+        print(sim.ready_line, f"(wall {sim.startup_seconds:.1f}s)")
+        info = sim.info
+        pid = sim.pid
+        print("simulator", f"VmRSS: {memory_kib(pid)['VmRSS']} kB")
         for name, accept in (
             ("full", "application/json"),
             ("metadata", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"),
         ):
-            c0 = cpu_seconds(proc.pid)
+            c0 = cpu_seconds(pid)
             secs, size = list_pods(info, accept)
             print(
                 f"list pods ({name}): {secs:.2f}s, {size / 1e6:.1f} MB, "
-                f"simulator CPU {cpu_seconds(proc.pid) - c0:.2f}s"
+                f"simulator CPU {cpu_seconds(pid) - c0:.2f}s"
             )
-        c0 = cpu_seconds(proc.pid)
+        c0 = cpu_seconds(pid)
         w0 = time.monotonic()
         p0 = time.process_time()
         ok, fail = asyncio.run(scrape_all(info, a.seconds, a.period))
         wall = time.monotonic() - w0
         print(f"load client CPU {(time.process_time() - p0) / wall:.2f} cores")
-        used = cpu_seconds(proc.pid) - c0
+        used = cpu_seconds(pid) - c0
         print(
             f"scraped {ok} ok / {fail} failed in {wall:.0f}s "
             f"({ok / wall:.0f} req/s): simulator CPU {used:.1f}s = {used / wall:.2f} cores "
             f"(includes first-tick TLS handshakes)"
         )
-        c0 = cpu_seconds(proc.pid)
+        c0 = cpu_seconds(pid)
         w0 = time.monotonic()
         ok, fail = asyncio.run(scrape_all(info, a.period, a.period))
         wall = time.monotonic() - w0
         print(
             f"one more tick with new connections: {ok} ok, simulator "
-            f"{(cpu_seconds(proc.pid) - c0) / wall:.2f} cores"
+            f"{(cpu_seconds(pid) - c0) / wall:.2f} cores"
         )
         random.seed(0)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        sim.stop(30)
 
 
 if __name__ == "__main__":

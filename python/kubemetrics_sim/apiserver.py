@@ -115,7 +115,7 @@ def status_body(
         "message": message,
         "reason": reason,
     }
-    if details:
+    if details is not None:  # kube-apiserver writes "details": {} where it has none to give
         s["details"] = details
     s["code"] = code
     return s

@@ -151,22 +151,13 @@ def kubelet_text(
                 out.append(HEADERS[name])
             out.extend(body)
 
-    family(
-        "container_cpu_usage_seconds_total",
-        (
-            f"container_cpu_usage_seconds_total{lab} {number(c[3])}{ts}"
-            for lab, c, ts in cs
-            if c[3] is not None
-        ),
-    )
-    family(
-        "container_memory_working_set_bytes",
-        (
-            f"container_memory_working_set_bytes{lab} {number(c[4])}{ts}"
-            for lab, c, ts in cs
-            if c[4] is not None
-        ),
-    )
+    for name, i in (
+        ("container_cpu_usage_seconds_total", 3),
+        ("container_memory_working_set_bytes", 4),
+    ):
+        family(
+            name, (f"{name}{lab} {number(v)}{ts}" for lab, c, ts in cs if (v := c[i]) is not None)
+        )
     family(
         "container_start_time_seconds",
         (
@@ -187,22 +178,10 @@ def kubelet_text(
         ):
             if value is not None:
                 family(name, [f"{name} {number(value)}{stamp}"])
-    family(
-        "pod_cpu_usage_seconds_total",
-        (
-            f"pod_cpu_usage_seconds_total{lab} {number(p[2])}{ts}"
-            for lab, p, ts in ps
-            if p[2] is not None
-        ),
-    )
-    family(
-        "pod_memory_working_set_bytes",
-        (
-            f"pod_memory_working_set_bytes{lab} {number(p[3])}{ts}"
-            for lab, p, ts in ps
-            if p[3] is not None
-        ),
-    )
+    for name, i in (("pod_cpu_usage_seconds_total", 2), ("pod_memory_working_set_bytes", 3)):
+        family(
+            name, (f"{name}{lab} {number(v)}{ts}" for lab, p, ts in ps if (v := p[i]) is not None)
+        )
     if swap:
         family("pod_swap_usage_bytes", (f"pod_swap_usage_bytes{lab} 0{ts}" for lab, _, ts in ps))
     if scrape_error is not None:

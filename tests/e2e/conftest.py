@@ -12,11 +12,8 @@ from tests.helpers.e2e import KUBECTL, Cluster
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """6 nodes x 5 pods (seed 11), nothing injected: tests here must not change the cluster."""
-    c = Cluster.start(tmp_path_factory.mktemp("e2e"), nodes=6, pods_per_node=5, seed=11)
-    try:
+    with Cluster.start(tmp_path_factory.mktemp("e2e"), nodes=6, pods_per_node=5, seed=11) as c:
         yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture

@@ -33,11 +33,10 @@ HEALTHY = {"node-0005", "node-0006", "node-0007", "node-0008"}
 
 @pytest.fixture(scope="module")
 def fc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster.start(tmp_path_factory.mktemp("e2e-faults"), nodes=8, pods_per_node=4, seed=5)
-    try:
+    with Cluster.start(
+        tmp_path_factory.mktemp("e2e-faults"), nodes=8, pods_per_node=4, seed=5
+    ) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def _pods_on(c: Cluster, nodes: set[str]) -> set[str]:

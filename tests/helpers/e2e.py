@@ -76,6 +76,12 @@ class Cluster:
         self.server.stop()
         self.sim.stop()
 
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     # -- through the aggregator --
     def api(self, path: str, accept: str | None = None) -> tuple[int, dict[str, str], bytes]:
         return self.sim.request("GET", path, headers={"Accept": accept} if accept else None)

@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 
 from kubemetrics import _native
+from kubemetrics_sim.apiserver import status_body
 from kubemetrics_sim.certs import Authority
 
 T = TypeVar("T")
@@ -441,16 +442,8 @@ class FakeApiServer:
 
 
 def _status(code: int, reason: str, message: str) -> web.Response:
-    body = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-    return web.Response(status=code, body=orjson.dumps(body), content_type="application/json")
+    body = orjson.dumps(status_body(code, reason, message))
+    return web.Response(status=code, body=body, content_type="application/json")
 
 
 def node(

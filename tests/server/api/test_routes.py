@@ -28,6 +28,7 @@ from kubemetrics.api.hooks import Decision, RequestAttributes, UserInfo
 from kubemetrics.api.routes import ApiDependencies, build_app
 from kubemetrics.health import ShutdownCheck, standard_checks
 from kubemetrics.selfmetrics import SelfMetrics
+from kubemetrics_sim.apiserver import status_body
 from kubemetrics_sim.payload import ContainerSample, NodeSample, kubelet_text
 from kubemetrics_sim.protowire import fields
 
@@ -399,21 +400,6 @@ def test_bad_selectors_are_400_status() -> None:
 # --- 404 / 405 / 406 ---------------------------------------------------------------------------
 
 
-def status_body(message: str, reason: str, code: int, details: dict[str, str] | None) -> Any:
-    out: dict[str, Any] = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-    }
-    if details is not None:
-        out["details"] = details
-    out["code"] = code
-    return out
-
-
 @V
 def test_not_found_rules(version: str) -> None:
     async def scenario(fetch: Fetch) -> None:
@@ -452,7 +438,7 @@ def test_not_found_rules(version: str) -> None:
         for path, message, details in cases:
             r = await fetch(f"{BASE}/{version}/{path}")
             assert r.status == 404, path
-            assert r.json() == status_body(message, "NotFound", 404, details), path
+            assert r.json() == status_body(404, "NotFound", message, details), path
         # also when protobuf was asked for (JSON Status, by design)
         r = await fetch(f"{BASE}/{version}/nodes/nope", accept=f"{PROTOBUF}, */*")
         assert r.status == 404
@@ -474,7 +460,7 @@ def test_unknown_paths_are_404_status() -> None:
             r = await fetch(path)
             assert r.status == 404, path
             assert r.json() == status_body(
-                "the server could not find the requested resource", "NotFound", 404, {}
+                404, "NotFound", "the server could not find the requested resource", {}
             )
 
     run(Env(), scenario)
@@ -487,9 +473,9 @@ def test_watch_and_other_methods_are_405() -> None:
             assert r.status == 405
             kind = res.rsplit("/", 1)[-1]
             assert r.json() == status_body(
-                f'watch is not supported on resources of kind "{kind}.metrics.k8s.io"',
-                "MethodNotAllowed",
                 405,
+                "MethodNotAllowed",
+                f'watch is not supported on resources of kind "{kind}.metrics.k8s.io"',
                 {"group": "metrics.k8s.io", "kind": kind},
             )
         for method in ("POST", "PUT", "PATCH", "DELETE"):
@@ -497,9 +483,9 @@ def test_watch_and_other_methods_are_405() -> None:
                 r = await fetch(f"{BASE}/v1/{path}".rstrip("/"), method=method)
                 assert r.status == 405, (method, path)
                 assert r.json() == status_body(
-                    "the server does not allow this method on the requested resource",
-                    "MethodNotAllowed",
                     405,
+                    "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource",
                     {},
                 )
 
@@ -758,11 +744,11 @@ def test_authorizer_sees_kube_request_attributes_and_denies_with_403() -> None:
         r = await fetch(f"{BASE}/v1beta1/nodes/node-a")
         assert r.status == 403
         assert r.json() == status_body(
+            403,
+            "Forbidden",
             'nodes.metrics.k8s.io "node-a" is forbidden: User "system:anonymous" cannot get '
             'resource "nodes" in API group "metrics.k8s.io" at the cluster scope: '
             "no RBAC policy matched",
-            "Forbidden",
-            403,
             {"name": "node-a", "group": "metrics.k8s.io", "kind": "nodes"},
         )
         r = await fetch("/metrics")
@@ -861,7 +847,7 @@ def test_failed_authentication_is_401() -> None:
                 async with s.get(url, headers={"Authorization": "Bearer bad"}) as r:
                     assert r.status == 401
                     assert orjson.loads(await r.read()) == status_body(
-                        "Unauthorized", "Unauthorized", 401, None
+                        401, "Unauthorized", "Unauthorized", None
                     )
                 async with s.get(url) as r:
                     assert r.status == 200
