@@ -4,7 +4,7 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 VENV_OK := .venv/.installed
 
-.PHONY: dev build demo test test-rust test-py lint fmt bench bench-save bench-compare fuzz clean
+.PHONY: dev build demo test test-rust test-py lint fmt bench bench-save bench-compare fuzz clean peers
 
 $(VENV_OK): pyproject.toml
 	python3 -m venv .venv
@@ -55,6 +55,13 @@ bench-save: build
 
 bench-compare: build
 	$(BENCH) --benchmark-compare --benchmark-compare-fail=min:25%
+
+# The real peers (kube-apiserver, kube-controller-manager, kubectl 1.37, etcd, upstream
+# metrics-server, helm), built from the pinned Go modules in peers/ into a per-machine cache
+# outside the checkout and linked into peers/bin/: the first run on a machine takes a while
+# (docs/PERFORMANCE.md), every later one seconds.
+peers:
+	bash peers/build.sh
 
 fuzz:
 	cd rust/fuzz && cargo +nightly fuzz run --fuzz-dir . parse corpus/parse seeds -- -dict=parse.dict -max_total_time=$${FUZZ_SECONDS:-600}
