@@ -255,6 +255,7 @@ class ApiServer:
         cluster.on_backend_changed.append(self._backend_changed)
         self.runner: web.AppRunner | None = None
         self.control: Callable[[web.Request, UserInfo], Awaitable[web.StreamResponse]] | None = None
+        self.attached_to = ""  # a real API server's URL: then only /_sim is served here
 
     # --- serving ---------------------------------------------------------------------------
     def ssl_context(self) -> ssl.SSLContext:
@@ -352,6 +353,12 @@ class ApiServer:
                 raise ApiError(403, "Forbidden", "the simulator control API is for system:masters")
             assert self.control is not None
             return await self.control(request, user)
+        if self.attached_to:
+            raise ApiError(
+                404,
+                "NotFound",
+                f"this simulator is attached to {self.attached_to}: it serves only /_sim",
+            )
         info = request_info(request.method, path, request.query)
         self.authorize(user, info, path)
         if not info.is_resource:

@@ -75,6 +75,16 @@ class Authority:
         )
         return cls(common_name, key, cert)
 
+    @classmethod
+    def load(cls, cert_pem: bytes, key_pem: bytes) -> Authority:
+        """An existing CA (a real cluster's, to sign kubelet certificates its clients trust)."""
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("the CA key must be an ECDSA key")
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        name = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return cls(str(name[0].value) if name else "ca", key, cert)
+
     @property
     def cert_pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)

@@ -15,6 +15,8 @@ from pathlib import Path
 import uvloop
 
 from .apiserver import ApiServer
+from .attach import Attached
+from .certs import Authority
 from .cluster import Backend, Cluster, Config
 from .control import Control
 from .kubelet import Fleet
@@ -86,7 +88,27 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--metrics-backend-insecure", action="store_true")
     p.add_argument("--aggregator-timeout", type=float, default=30.0)
     p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--apiserver",
+        default="",
+        metavar="KUBECONFIG",
+        help="attach to this real API server: register the nodes and pods there, adopt the "
+        "pods its controllers create, and serve only the kubelets (and /_sim)",
+    )
+    p.add_argument("--ca-cert", default="", help="with --apiserver: the cluster CA certificate")
+    p.add_argument("--ca-key", default="", help="with --apiserver: the cluster CA key (ECDSA)")
+    p.add_argument(
+        "--attach-timeout",
+        type=float,
+        default=600.0,
+        help="with --apiserver: seconds allowed for registering every node and pod",
+    )
     a = p.parse_args(argv)
+    if a.apiserver and not (a.ca_cert and a.ca_key):
+        p.error(
+            "--apiserver needs --ca-cert and --ca-key (kubelet certificates must be "
+            "signed by the CA the cluster's clients trust)"
+        )
     if not a.host.startswith("127."):
         p.error("--host must be a loopback address (127.0.0.0/8)")
     if a.nodes < 0 or a.pods_per_node < 0:
@@ -113,6 +135,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
         metrics_backend_insecure=a.metrics_backend_insecure,
         aggregator_timeout=a.aggregator_timeout,
         log_level=a.log_level,
+        apiserver=a.apiserver,
+        ca_cert=a.ca_cert,
+        ca_key=a.ca_key,
+        attach_timeout=a.attach_timeout,
     )
 
 
@@ -131,11 +157,17 @@ async def run(cfg: Config) -> None:
     t0 = time.monotonic()
     _raise_fd_limit()
     cluster = Cluster(cfg)
-    cluster.make_pki()
+    cluster_ca = Authority.load(_read(cfg.ca_cert), _read(cfg.ca_key)) if cfg.apiserver else None
+    cluster.make_pki(cluster_ca)
     cluster.make_users()
     fleet = Fleet(cluster)
     api = ApiServer(cluster, fleet)
-    Control(cluster, api)
+    control = Control(cluster, api)
+    attached = Attached(cluster, Path(cfg.apiserver)) if cfg.apiserver else None
+    if attached is not None:
+        api.attached_to = attached.server
+        control.attached = attached.control
+        fleet.remote_auth = attached.auth
     cluster.api_port = await api.start(cfg.host, cfg.port)
     # Kubelets need their port before nodes are built (it is in node status).
     if cfg.nodes:
@@ -150,6 +182,10 @@ async def run(cfg: Config) -> None:
         ca = _read(cfg.metrics_backend_ca) if cfg.metrics_backend_ca else None
         cluster.set_backend(Backend(cfg.metrics_backend, ca, cfg.metrics_backend_insecure))
     cluster.write_client_files()
+    attach_note = ""
+    if attached is not None:
+        await attached.start(cfg.attach_timeout)
+        attach_note = f" attached={attached.server} sync={attached.t_synced:.2f}s"
     if cfg.churn_interval > 0:
         cluster.set_churn(cfg.churn_interval)
     stop = asyncio.Event()
@@ -159,7 +195,7 @@ async def run(cfg: Config) -> None:
     print(
         f"{READY}: apiserver=https://{cfg.host}:{cluster.api_port} nodes={len(cluster.nodes)} "
         f"pods={len(cluster.pods)} kubelet_port={cluster.kubelet_port} "
-        f"state={cfg.state_dir.resolve()} startup={time.monotonic() - t0:.2f}s",
+        f"state={cfg.state_dir.resolve()} startup={time.monotonic() - t0:.2f}s{attach_note}",
         flush=True,
     )
     await stop.wait()
@@ -167,6 +203,8 @@ async def run(cfg: Config) -> None:
     cluster.set_churn(0)
     for h in cluster.pending_starts:
         h.cancel()
+    if attached is not None:
+        await attached.stop()
     await fleet.stop()
     await api.stop()
 

@@ -53,6 +53,11 @@ class Config:
     metrics_backend_insecure: bool = False
     aggregator_timeout: float = 30.0
     log_level: str = "info"
+    # Attach to a real API server instead of serving one (kubeconfig, its CA cert and key).
+    apiserver: str = ""
+    ca_cert: str = ""
+    ca_key: str = ""
+    attach_timeout: float = 600.0
 
 
 @dataclass
@@ -116,10 +121,11 @@ class Cluster:
         self.churn_events = 0
 
     # --- certificates and files -------------------------------------------------------------
-    def make_pki(self) -> None:
+    def make_pki(self, ca: Authority | None = None) -> None:
+        """``ca``: sign with an existing cluster CA (attached to a real API server)."""
         d = self.cfg.state_dir
         d.mkdir(parents=True, exist_ok=True)
-        self.ca = Authority.create("kubemetrics-sim-ca")
+        self.ca = ca or Authority.create("kubemetrics-sim-ca")
         self.fp_ca = Authority.create("kubemetrics-sim-front-proxy-ca")
         f = self.files
         f.put("ca", "ca.crt", self.ca.cert_pem)

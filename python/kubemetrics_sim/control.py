@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ class Control:
     def __init__(self, cluster: Cluster, api: ApiServer) -> None:
         self.cluster = cluster
         self.api = api
+        # Attached to a real API server: /_sim/attached/... (state, workloads).
+        self.attached: Callable[[str, list[str], dict[str, Any]], Awaitable[Any]] | None = None
         api.control = self.handle
 
     async def handle(self, request: web.Request, user: UserInfo) -> web.StreamResponse:
@@ -120,6 +123,8 @@ class Control:
                     return json_response(None)
             if parts == ["auth-configmap"]:
                 return json_response(self.auth_configmap(m, await _body(request)))
+            if parts and parts[0] == "attached" and self.attached is not None:
+                return json_response(await self.attached(m, parts[1:], await _body(request)))
             if parts and parts[0] == "rbac":
                 return await self.rbac(request, parts[1:])
         except LookupError as e:

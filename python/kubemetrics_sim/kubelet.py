@@ -13,6 +13,7 @@ import socket
 import ssl
 import time
 import zlib
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.web_server import Server
@@ -20,6 +21,9 @@ from aiohttp.web_server import Server
 from .cluster import Cluster
 from .model import Node, mix
 from .rbac import Attributes, UserInfo
+
+if TYPE_CHECKING:
+    from .attach import RemoteAuth
 
 log = logging.getLogger("kubemetrics_sim.kubelet")
 
@@ -73,6 +77,8 @@ class Fleet:
         self.auth_cache: dict[tuple[str, str, int], tuple[float, int, str]] = {}
         self.requests = 0
         self.pending: set[asyncio.Task[None]] = set()
+        # Attached to a real API server: authn/authz by TokenReview/SubjectAccessReview there.
+        self.remote_auth: RemoteAuth | None = None
         cluster.listener_hooks.append(self._sync_listener)
 
     # --- listeners -------------------------------------------------------------------------
@@ -208,6 +214,19 @@ class Fleet:
         )
         return (200 if ok else 403), user.name
 
+    async def _authorize_remote(self, request: web.BaseRequest, node: Node) -> tuple[int, str]:
+        assert self.remote_auth is not None
+        header = request.headers.get("Authorization", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        if token:
+            return await self.remote_auth.review(token, "", (), node.name)
+        user = user_from_cert(
+            request.transport.get_extra_info("peercert") if request.transport else None
+        )
+        if user is None:
+            return 401, ""
+        return await self.remote_auth.review("", user.name, user.groups, node.name)
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         self.requests += 1
         transport = request.transport
@@ -225,7 +244,10 @@ class Fleet:
             return web.Response(status=404, text="404 page not found\n")
         if request.method != "GET":
             return web.Response(status=405, text="405 method not allowed\n")
-        status, user = self._authorize(request, node)
+        if self.remote_auth is not None:
+            status, user = await self._authorize_remote(request, node)
+        else:
+            status, user = self._authorize(request, node)
         if status == 401:
             return web.Response(status=401, text="Unauthorized")
         if status == 403:
