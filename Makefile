@@ -4,7 +4,7 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 VENV_OK := .venv/.installed
 
-.PHONY: dev build demo test test-rust test-py lint fmt bench bench-save bench-compare fuzz clean peers
+.PHONY: dev build demo test test-rust test-py lint fmt bench bench-save bench-compare fuzz clean peers test-real
 
 $(VENV_OK): pyproject.toml
 	python3 -m venv .venv
@@ -62,6 +62,12 @@ bench-compare: build
 # (docs/PERFORMANCE.md), every later one seconds.
 peers:
 	bash peers/build.sh
+
+# The real-cluster tier (tests/real): etcd + kube-apiserver + kube-controller-manager from
+# peers/bin on loopback, the simulator attached, kubectl 1.27-1.37, the HPA, upstream side by
+# side. Skips (saying so) when `make peers` has not been run.
+test-real: build
+	$(PY) -m pytest -q tests/real
 
 fuzz:
 	cd rust/fuzz && cargo +nightly fuzz run --fuzz-dir . parse corpus/parse seeds -- -dict=parse.dict -max_total_time=$${FUZZ_SECONDS:-600}
