@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from e2e_harness import pod_mismatch
 
 from kubemetrics_sim.certs import Authority
 from kubemetrics_sim.realcluster import (
@@ -324,6 +325,14 @@ def apply_base(cp: ControlPlane) -> None:
             }
         docs.append(doc)
     cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs).encode())
+
+
+def pod_truth_mismatch(item: dict[str, Any], truth: dict[str, Any]) -> str | None:
+    """e2e_harness.pod_mismatch for either server: upstream lists a pod's containers in Go map
+    order (random), kubemetrics sorted by name, which that helper checks."""
+    if item["containers"] != sorted(item["containers"], key=lambda c: c["name"]):
+        item = {**item, "containers": sorted(item["containers"], key=lambda c: c["name"])}
+    return pod_mismatch(item, truth)
 
 
 def eventually(check: Callable[[], str | None], timeout: float, pause: float = 1.0) -> None:

@@ -9,8 +9,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from e2e_harness import node_mismatch, pod_mismatch
-from real_harness import GROUP, Backend, RealCluster, eventually, require_peers
+from e2e_harness import node_mismatch
+from real_harness import (
+    GROUP,
+    Backend,
+    RealCluster,
+    eventually,
+    pod_truth_mismatch,
+    require_peers,
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +57,7 @@ def truth_mismatch(real: RealCluster, b: Backend) -> str | None:
     for key, item in pods.items():
         if key not in truth["pods"]:
             return f"{b.name}: {key} served but not running"
-        if b.name == "upstream":
-            # Its container order is Go map order; the helper wants ours (sorted by name).
-            item = {**item, "containers": sorted(item["containers"], key=lambda c: c["name"])}
-        bad = pod_mismatch(item, truth["pods"][key])
+        bad = pod_truth_mismatch(item, truth["pods"][key])
         if bad:
             return f"{b.name}: {bad}"
     return None
