@@ -182,16 +182,28 @@ async def run(cfg: Config) -> None:
         ca = _read(cfg.metrics_backend_ca) if cfg.metrics_backend_ca else None
         cluster.set_backend(Backend(cfg.metrics_backend, ca, cfg.metrics_backend_insecure))
     cluster.write_client_files()
-    attach_note = ""
-    if attached is not None:
-        await attached.start(cfg.attach_timeout)
-        attach_note = f" attached={attached.server} sync={attached.t_synced:.2f}s"
-    if cfg.churn_interval > 0:
-        cluster.set_churn(cfg.churn_interval)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    attach_note = ""
+    if attached is not None:
+        # Registering a large fleet takes minutes: a signal meanwhile stops it cleanly.
+        sync = asyncio.ensure_future(attached.start(cfg.attach_timeout))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait((sync, stopping), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not sync.done():
+            sync.cancel()
+            log.info("stopped while registering nodes and pods")
+            await attached.stop()
+            await fleet.stop()
+            await api.stop()
+            return
+        sync.result()
+        attach_note = f" attached={attached.server} sync={attached.t_synced:.2f}s"
+    if cfg.churn_interval > 0:
+        cluster.set_churn(cfg.churn_interval)
     print(
         f"{READY}: apiserver=https://{cfg.host}:{cluster.api_port} nodes={len(cluster.nodes)} "
         f"pods={len(cluster.pods)} kubelet_port={cluster.kubelet_port} "
