@@ -10,7 +10,7 @@ simulator's truth for the sample pair each value claims (timestamp and window).
 
 Scale run (manual; numbers in docs/PERFORMANCE.md):
 
-    .venv/bin/python benches/bench_vs_upstream.py --nodes 1000 --pods-per-node 30 --cycles 4
+    .venv/bin/python -m benches.bench_vs_upstream --nodes 1000 --pods-per-node 30 --cycles 4
 
 `make bench` runs the same at 20 nodes x 10 pods, 2 cycles, through pytest-benchmark (numbers
 in extra_info); skipped when the peers are not built.
@@ -20,34 +20,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests" / d) for d in ("real", "e2e", ".")]
-
-from e2e_harness import node_mismatch  # noqa: E402
-from real_harness import (  # noqa: E402
-    GROUP,
-    Backend,
-    RealCluster,
-    pod_truth_mismatch,
-    require_peers,
-)
-
-from bench_server import cpu_seconds, memory_kib  # noqa: E402
+from kubemetrics_sim.launch import ServerProcess
+from tests.helpers.e2e import node_mismatch
+from tests.helpers.proc import cpu_seconds, memory_kib
+from tests.helpers.real import GROUP, RealCluster, pod_truth_mismatch, require_peers
 
 RESOLUTION_S = 15.0  # deploy/base's --metric-resolution
 
 
-def served(real: RealCluster, b: Backend, kind: str) -> list[dict[str, Any]]:
+def served(real: RealCluster, b: ServerProcess, kind: str) -> list[dict[str, Any]]:
     return list(real.direct(b, f"{GROUP}/v1beta1/{kind}")["items"])
 
 
-def accuracy(real: RealCluster, b: Backend) -> dict[str, Any]:
+def accuracy(real: RealCluster, b: ServerProcess) -> dict[str, Any]:
     """How many served values are exactly what the truth's samples give (same sample pair)."""
     nodes, pods = served(real, b, "nodes"), served(real, b, "pods")
     truth = real.sim.truth()
@@ -78,7 +68,7 @@ def accuracy(real: RealCluster, b: Backend) -> dict[str, Any]:
     }
 
 
-def wait_all_served(real: RealCluster, backends: list[Backend], timeout: float) -> None:
+def wait_all_served(real: RealCluster, backends: list[ServerProcess], timeout: float) -> None:
     want = set(real.sim.info["nodes"])
     deadline = time.monotonic() + timeout
     pending = list(backends)

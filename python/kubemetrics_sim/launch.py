@@ -31,8 +31,9 @@ from types import TracebackType
 from typing import Any
 
 READY = "kubemetrics-sim ready"
-# The server's "Serving securely" line, in the text (klog) and JSON log formats.
-SERVING = re.compile(r'Serving securely.*?"?address"?[=:]"([^"]+)"')
+# The server's "Serving securely" line, in the text (klog) and JSON log formats; upstream
+# metrics-server (the side-by-side tests) logs `Serving securely on HOST:PORT`.
+SERVING = re.compile(r'Serving securely(?:.*?"?address"?[=:]"([^"]+)"| on (\S+))')
 
 
 class SimError(RuntimeError):
@@ -342,13 +343,23 @@ def server_args(sim: SimProcess, workdir: Path, *extra: str, resolution: str = "
 
 
 class ServerProcess:
-    """`python -m kubemetrics ARGS` with its log in `workdir/kubemetrics.log`; `start()` waits
-    for "Serving securely" and reads the bound address from it; `stop()` sends SIGTERM."""
+    """`python -m kubemetrics ARGS` (or `command ARGS`, e.g. upstream metrics-server) with its
+    log in `workdir/NAME.log`; `start()` waits for "Serving securely" and reads the bound
+    address from it; `stop()` sends SIGTERM."""
 
-    def __init__(self, workdir: Path, args: Sequence[str], *, new_session: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        args: Sequence[str],
+        *,
+        new_session: bool = False,
+        command: Sequence[str] = (),
+        name: str = "kubemetrics",
+    ) -> None:
         self.workdir = Path(workdir)
-        self.args = [sys.executable, "-m", "kubemetrics", *args]
-        self.log_path = self.workdir / "kubemetrics.log"
+        self.args = [*(command or (sys.executable, "-m", "kubemetrics")), *args]
+        self.name = name
+        self.log_path = self.workdir / f"{name}.log"
         self.new_session = new_session
         self.proc: subprocess.Popen[bytes] | None = None
         self.host = ""
@@ -371,14 +382,14 @@ class ServerProcess:
         while True:
             m = SERVING.search(self.log())
             if m:
-                host, _, port = m.group(1).rpartition(":")
+                host, _, port = (m.group(1) or m.group(2)).rpartition(":")
                 self.host, self.port = host.strip("[]"), int(port)
                 return self
             if proc.poll() is not None:
-                raise SimError(f"kubemetrics exited with {proc.returncode}:\n{self.log_tail()}")
+                raise SimError(f"{self.name} exited with {proc.returncode}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise SimError(f"kubemetrics not serving after {timeout}s:\n{self.log_tail()}")
+                raise SimError(f"{self.name} not serving after {timeout}s:\n{self.log_tail()}")
             time.sleep(0.05)
 
     def stop(self, timeout: float = 20.0) -> int | None:

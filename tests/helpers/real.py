@@ -6,19 +6,15 @@
 process and the Service by an ExternalName to localhost, since Endpoints may not point at
 loopback), and gives the server a kubeconfig with a token of its ServiceAccount.
 
-`Backend` runs kubemetrics or upstream metrics-server as a local process with the manifest's
-arguments plus what a pod gets from its environment (kubeconfig, bind address, a free port).
+`backend()` runs kubemetrics or upstream metrics-server as a local process (the one launcher,
+`kubemetrics_sim.launch.ServerProcess`) with the manifest's arguments plus what a pod gets from
+its environment (kubeconfig, bind address, a free port).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import ssl
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from e2e_harness import pod_mismatch
 
 from kubemetrics_sim.certs import Authority
+from kubemetrics_sim.launch import ServerProcess, SimProcess
 from kubemetrics_sim.realcluster import (
     CONTROL_PLANE_BINARIES,
     REPO,
@@ -39,7 +35,7 @@ from kubemetrics_sim.realcluster import (
     missing_peers,
     peer_binary,
 )
-from kubemetrics_sim.testing import SimProcess
+from tests.helpers.e2e import pod_mismatch
 
 DEPLOY_BASE = REPO / "deploy" / "base"
 GROUP = "/apis/metrics.k8s.io"
@@ -68,97 +64,40 @@ def manifest_args() -> list[str]:
     raise AssertionError("no Deployment in deploy/base/deployment.yaml")
 
 
-def tail(path: Path, n: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
 # --- the servers ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Backend:
-    """kubemetrics (`python -m kubemetrics`) or upstream (`peers/bin/metrics-server`)."""
+def backend_args(workdir: Path, port: int, kubeconfig: Path, *extra: str) -> list[str]:
+    """deploy/base's arguments, plus what a pod gets from its environment: in-cluster
+    credentials become a kubeconfig, the pod IP becomes loopback, the port a free one."""
+    args = []
+    for a in manifest_args():
+        if a.startswith("--secure-port="):
+            a = f"--secure-port={port}"
+        elif a.startswith("--cert-dir="):
+            a = f"--cert-dir={workdir / 'certs'}"
+        args.append(a)
+    return [
+        *args,
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        *extra,
+    ]
 
-    name: str
-    workdir: Path
-    kubeconfig: Path
-    extra: Sequence[str] = ()
-    port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def log(self) -> Path:
-        return self.workdir / f"{self.name}.log"
-
-    def argv(self) -> list[str]:
-        args = []
-        for a in manifest_args():
-            if a.startswith("--secure-port="):
-                a = f"--secure-port={self.port}"
-            elif a.startswith("--cert-dir="):
-                a = f"--cert-dir={self.workdir / 'certs'}"
-            args.append(a)
-        # What a pod gets from its environment: in-cluster credentials become a kubeconfig, the
-        # pod IP becomes loopback.
-        args += [
-            f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
-            "--bind-address=127.0.0.1",
-            *self.extra,
-        ]
-        if self.name == "upstream":
-            return [str(peer_binary("metrics-server")), *args]
-        return [sys.executable, "-m", "kubemetrics", *args]
-
-    def start(self, timeout: float = 60.0) -> Backend:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        with self.log.open("wb") as f:
-            self.proc = subprocess.Popen(
-                self.argv(),
-                stdin=subprocess.DEVNULL,
-                stdout=f,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        ctx = insecure_context()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{tail(self.log)}")
-            try:
-                with urllib.request.urlopen(
-                    f"https://127.0.0.1:{self.port}/livez", timeout=5, context=ctx
-                ):
-                    return self
-            except (OSError, urllib.error.URLError):
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"{self.name} not live after {timeout}s:\n{tail(self.log)}")
-
-    def stop(self) -> None:
-        p = self.proc
-        if p is None:
-            return
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait(10)
-        self.proc = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+def backend(name: str, workdir: Path, kubeconfig: Path, *extra: str) -> ServerProcess:
+    """kubemetrics or upstream ("upstream": peers/bin/metrics-server), started, same flags."""
+    command = (str(peer_binary("metrics-server")),) if name == "upstream" else ()
+    s = ServerProcess(
+        workdir,
+        backend_args(workdir, free_port(), kubeconfig, *extra),
+        new_session=True,
+        command=command,
+        name=name,
+    )
+    return s.start()
 
 
 def insecure_context() -> ssl.SSLContext:
@@ -177,7 +116,7 @@ class RealCluster:
     cp: ControlPlane
     sim: SimProcess
     server_kubeconfig: Path
-    backends: dict[str, Backend] = field(default_factory=dict)
+    backends: dict[str, ServerProcess] = field(default_factory=dict)
 
     @classmethod
     def start(
@@ -228,12 +167,12 @@ class RealCluster:
         self.sim.stop()
         self.cp.stop()
 
-    def backend(self, name: str, *extra: str) -> Backend:
-        b = Backend(name, self.root / name, self.server_kubeconfig, extra)
+    def backend(self, name: str, *extra: str) -> ServerProcess:
+        b = backend(name, self.root / name, self.server_kubeconfig, *extra)
         self.backends[name] = b
-        return b.start()
+        return b
 
-    def route(self, version: str, backend: Backend) -> None:
+    def route(self, version: str, backend: ServerProcess) -> None:
         """Point the APIService of `version` at `backend` (port of the ExternalName Service)."""
         patch = {"spec": {"service": {"port": backend.port}}}
         self.cp.kubectl(
@@ -260,7 +199,7 @@ class RealCluster:
         return json.loads(body)
 
     # -- straight to one backend, as the aggregator sends it (front-proxy certificate) --
-    def direct(self, backend: Backend, path: str, accept: str = "application/json") -> Any:
+    def direct(self, backend: ServerProcess, path: str, accept: str = "application/json") -> Any:
         ctx = insecure_context()
         ctx.load_cert_chain(
             str(self.cp.files["front_proxy_client_cert"]),
@@ -296,7 +235,7 @@ class RealCluster:
             else:
                 last = f"{status} {body[:200]!r}"
             time.sleep(1.0)
-        logs = "\n".join(f"--- {b.name}\n{tail(b.log)}" for b in self.backends.values())
+        logs = "\n".join(f"--- {b.name}\n{b.log_tail()}" for b in self.backends.values())
         raise AssertionError(
             f"{version}: served nodes {sorted(got)}, want {sorted(want)} after {timeout}s "
             f"({last})\n{logs}"
@@ -328,7 +267,7 @@ def apply_base(cp: ControlPlane) -> None:
 
 
 def pod_truth_mismatch(item: dict[str, Any], truth: dict[str, Any]) -> str | None:
-    """e2e_harness.pod_mismatch for either server: upstream lists a pod's containers in Go map
+    """tests.helpers.e2e.pod_mismatch for either server: upstream lists a pod's containers in Go map
     order (random), kubemetrics sorted by name, which that helper checks."""
     if item["containers"] != sorted(item["containers"], key=lambda c: c["name"]):
         item = {**item, "containers": sorted(item["containers"], key=lambda c: c["name"])}

@@ -6,15 +6,11 @@ built (`make peers`).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # e2e_harness helpers
-
-from real_harness import RealCluster, require_peers
+from tests.helpers.real import RealCluster, require_peers
 
 # The HPA acts within seconds here instead of minutes: sync every 5 s, scale down after 20 s of
 # lower recommendations (defaults 15 s and 5 min). Nothing else about the controller changes.

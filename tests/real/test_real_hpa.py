@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any
 
-from real_harness import RealCluster, eventually
+from tests.helpers.real import RealCluster, eventually
 
 NS = "hpa"
 APP = "load"

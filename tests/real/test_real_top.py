@@ -8,7 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from e2e_harness import (
+
+from kubemetrics_sim.realcluster import peer_binary
+from tests.helpers.e2e import (
     kubectl_cpu_m,
     kubectl_mem_mi,
     kubectl_node_mismatch,
@@ -16,9 +18,7 @@ from e2e_harness import (
     node_mismatch,
     pod_mismatch,
 )
-from real_harness import GROUP, INSTALLED_KUBECTLS, RealCluster, eventually
-
-from kubemetrics_sim.realcluster import peer_binary
+from tests.helpers.real import GROUP, INSTALLED_KUBECTLS, RealCluster, eventually
 
 VERSIONS = ("v1beta1", "v1")
 

@@ -9,11 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from e2e_harness import node_mismatch
-from real_harness import (
+
+from tests.helpers.e2e import node_mismatch
+from tests.helpers.real import (
     GROUP,
-    Backend,
     RealCluster,
+    ServerProcess,
     eventually,
     pod_truth_mismatch,
     require_peers,
@@ -21,7 +22,7 @@ from real_harness import (
 
 
 @pytest.fixture(scope="module")
-def upstream(real: RealCluster) -> Iterator[Backend]:
+def upstream(real: RealCluster) -> Iterator[ServerProcess]:
     require_peers("metrics-server")
     b = real.backend("upstream")
     try:
@@ -31,14 +32,14 @@ def upstream(real: RealCluster) -> Iterator[Backend]:
         real.backends.pop("upstream", None)
 
 
-def served(real: RealCluster, b: Backend, kind: str) -> dict[str, dict[str, Any]]:
+def served(real: RealCluster, b: ServerProcess, kind: str) -> dict[str, dict[str, Any]]:
     items = real.direct(b, f"{GROUP}/v1beta1/{kind}")["items"]
     if kind == "nodes":
         return {i["metadata"]["name"]: i for i in items}
     return {f"{i['metadata']['namespace']}/{i['metadata']['name']}": i for i in items}
 
 
-def truth_mismatch(real: RealCluster, b: Backend) -> str | None:
+def truth_mismatch(real: RealCluster, b: ServerProcess) -> str | None:
     try:
         nodes, pods = served(real, b, "nodes"), served(real, b, "pods")
     except urllib.error.HTTPError as e:
@@ -63,14 +64,14 @@ def truth_mismatch(real: RealCluster, b: Backend) -> str | None:
     return None
 
 
-def test_both_serve_the_truth(real: RealCluster, upstream: Backend) -> None:
+def test_both_serve_the_truth(real: RealCluster, upstream: ServerProcess) -> None:
     km = real.backends["kubemetrics"]
     # Upstream needs two scrapes (15 s apart) before its first values.
     eventually(lambda: truth_mismatch(real, upstream), timeout=120, pause=3)
     eventually(lambda: truth_mismatch(real, km), timeout=60, pause=3)
 
 
-def test_same_shape(real: RealCluster, upstream: Backend) -> None:
+def test_same_shape(real: RealCluster, upstream: ServerProcess) -> None:
     """Same objects and fields, item by item (values may come from different sample pairs)."""
     km = real.backends["kubemetrics"]
     eventually(lambda: truth_mismatch(real, upstream), timeout=120, pause=3)
@@ -90,7 +91,7 @@ def test_same_shape(real: RealCluster, upstream: Backend) -> None:
                 assert sorted(c["name"] for c in ua["containers"]) == ours, key
 
 
-def test_kubectl_top_through_upstream(real: RealCluster, upstream: Backend) -> None:
+def test_kubectl_top_through_upstream(real: RealCluster, upstream: ServerProcess) -> None:
     """The same APIService, pointed at upstream, serves kubectl 1.33 (v1beta1)."""
     km = real.backends["kubemetrics"]
     eventually(lambda: truth_mismatch(real, upstream), timeout=120, pause=3)
