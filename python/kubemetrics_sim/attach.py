@@ -38,6 +38,7 @@ import orjson
 from .cluster import Cluster
 from .gofmt import rfc3339
 from .model import Node, Pattern, Pod
+from .store import Event
 
 log = logging.getLogger("kubemetrics_sim.attach")
 
@@ -173,8 +174,10 @@ def _node_object(node: Node) -> dict[str, Any]:
     return d
 
 
-def _pod_status(pod: Pod, node: Node | None) -> dict[str, Any]:
-    st: dict[str, Any] = pod.to_dict()["status"]
+def _pod_status(st: dict[str, Any], pod: Pod, node: Node | None) -> dict[str, Any]:
+    """The simulator's pod status as a kubelet writes it to the API server."""
+    st = dict(st)
+    st["conditions"] = [dict(c) for c in st["conditions"]]
     started = rfc3339(pod.started)
     for c in st["conditions"]:
         # The HPA compares pod readiness transitions with metric timestamps.
@@ -198,6 +201,7 @@ class Mirror:
         self.busy: set[tuple[str, str, str]] = set()
         self.created: set[tuple[str, str, str]] = set()  # exists in the API server
         self.status_sent: dict[tuple[str, str, str], bytes] = {}
+        self.recorded: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.adopted: set[tuple[str, str]] = set()  # pods the API server created (no POST)
         self.namespaces: dict[str, asyncio.Future[None]] = {}
         self.errors = 0
@@ -206,10 +210,16 @@ class Mirror:
         self.in_flight = 0
 
     # The simulator's store calls offer() for every change (a watcher of everything).
-    def offer_change(self, resource: str, namespace: str, name: str) -> None:
+    def offer_change(
+        self, resource: str, namespace: str, name: str, status: dict[str, Any] | None = None
+    ) -> None:
+        """Mark an object for reconciling. `status`: the pod's status as the store recorded the
+        change (a restart shows there at once, in the model only from the next sample)."""
         if resource not in ("nodes", "pods"):
             return
         key = (resource, namespace, name)
+        if status is not None:
+            self.recorded[key] = status
         if key in self.queued:
             return
         self.queued.add(key)
@@ -314,6 +324,7 @@ class Mirror:
             self.created.discard(key)
             self.adopted.discard((ns, name))
             self.status_sent.pop(key, None)
+            self.recorded.pop(key, None)
             return
         if key not in self.created:
             if (ns, name) not in self.adopted:
@@ -332,7 +343,8 @@ class Mirror:
                 }
                 await self.api.call("POST", f"/api/v1/namespaces/{ns}/pods", body, ok=(201, 409))
             self.created.add(key)
-        status = _pod_status(pod, self.cluster.nodes.get(pod.node))
+        recorded = self.recorded.pop(key, None) or pod.to_dict()["status"]
+        status = _pod_status(recorded, pod, self.cluster.nodes.get(pod.node))
         enc = orjson.dumps(status)
         if self.status_sent.get(key) == enc:
             return
@@ -565,14 +577,15 @@ class RemoteAuth:
         self.cache[key] = (until, status, user)
 
 
-class _StoreTap:
+class StoreTap:
     """Registered among the store's watchers: every change marks its object for the mirror."""
 
     def __init__(self, mirror: Mirror) -> None:
         self.mirror = mirror
 
-    def offer(self, ev: Any) -> None:
-        self.mirror.offer_change(ev.resource, ev.namespace, ev.name)
+    def offer(self, ev: Event) -> None:
+        status = ev.obj.get("status") if ev.resource == "pods" and ev.type != "DELETED" else None
+        self.mirror.offer_change(ev.resource, ev.namespace, ev.name, status)
 
 
 class Attached:
@@ -595,7 +608,7 @@ class Attached:
     async def start(self, limit_s: float) -> None:
         """Mirror every node and pod, start adopting; return once the API server has them."""
         t0 = time.monotonic()
-        self.cluster.store.watchers.add(_StoreTap(self.mirror))  # type: ignore[arg-type]
+        self.cluster.store.watchers.add(StoreTap(self.mirror))  # type: ignore[arg-type]
         self.mirror.start()
         self.adopter.start()
         async with asyncio.timeout(limit_s):
