@@ -25,6 +25,10 @@ log = logging.getLogger("kubemetrics.scraper")
 
 # Plaintext bytes asked of OpenSSL per read: one TLS record's worth at most.
 _READ_SIZE = 16384
+# Plaintext bytes handed to the protocol per readable event before yielding to the loop: a
+# peer that sends faster than we parse (a flood of tiny pipelined answers) must not keep the
+# event loop in one callback.
+READ_BUDGET = 64 * 1024
 
 
 class TLSTransport(asyncio.Transport):
@@ -55,13 +59,20 @@ class TLSTransport(asyncio.Transport):
         self._closing = False  # close() or abort() called, or the peer went away
         self._closed = False  # socket closed, connection_lost scheduled
         self._reading = True
-        self._pending = b""  # a write OpenSSL asked to retry with the very same bytes
+        # Bytes being written, from `_sent` on (an offset, not a slice: re-slicing a large
+        # body at every partial send copies it over and over). OpenSSL retries a write with
+        # the very same bytes, which the offset keeps.
+        self._pending = b""
+        self._sent = 0
         self._backlog: list[bytes] = []
         self._buffered = 0
         self._writer = False
         self._high = 64 * 1024
         self._low = 16 * 1024
         self._protocol_paused = False
+        self.writes = 0  # write() calls so far: the mark for expect_silence()
+        self._silent_since: int | None = None  # writes when the peer was told to be quiet
+        self.unsolicited = False  # closed because the peer spoke unasked
 
     def start(self) -> None:
         self._protocol.connection_made(self)
@@ -133,7 +144,14 @@ class TLSTransport(asyncio.Transport):
     def _on_readable(self) -> None:
         if self._pending or self._backlog:
             self._flush()  # a write that waited for the peer (renegotiation)
+        budget = READ_BUDGET
         while self._reading and not self._closing:
+            if budget <= 0:
+                # Fair share used: let the loop run others. Records OpenSSL already decrypted
+                # do not make the socket readable again, so come back for those ourselves.
+                if self._sock.pending():
+                    self._loop.call_soon(self._on_readable)
+                return
             try:
                 data = self._sock.recv(_READ_SIZE)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
@@ -148,16 +166,32 @@ class TLSTransport(asyncio.Transport):
                 finally:
                     self._finish(None)
                 return
+            if self._silent_since is not None and self._silent_since == self.writes:
+                # Nothing was asked since the last answer ended: a peer talking unasked is
+                # out of step with us (or hostile); the connection is not reusable.
+                self.unsolicited = True
+                self._fatal(ConnectionResetError("unsolicited data from the peer"))
+                return
+            budget -= len(data)
             try:
                 self._protocol.data_received(data)
             except Exception as exc:  # as asyncio's transports do: the connection is unusable
                 self._fatal(exc)
                 return
 
+    def expect_silence(self, mark: int) -> None:
+        """The peer has answered everything written up to `mark` (a `writes` value read once
+        the request was sent). Unless something was written since, data that arrives before
+        the next write is unsolicited and closes the connection."""
+        if mark == self.writes and not self._closing:
+            self._silent_since = mark
+
     # --- writing ---------------------------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing or not data:
             return
+        self.writes += 1
+        self._silent_since = None
         self._backlog.append(bytes(data))
         self._buffered += len(data)
         if not self._pending and len(self._backlog) == 1:
@@ -184,10 +218,13 @@ class TLSTransport(asyncio.Transport):
     def _flush(self) -> None:
         while self._pending or self._backlog:
             if not self._pending:
-                self._pending = b"".join(self._backlog)
+                self._pending = (
+                    self._backlog[0] if len(self._backlog) == 1 else b"".join(self._backlog)
+                )
+                self._sent = 0
                 self._backlog.clear()
             try:
-                sent = self._sock.send(self._pending)
+                sent = self._sock.send(memoryview(self._pending)[self._sent :])
             except ssl.SSLWantReadError:
                 return  # retried from _on_readable
             except (ssl.SSLWantWriteError, BlockingIOError):
@@ -198,8 +235,11 @@ class TLSTransport(asyncio.Transport):
             except OSError as exc:
                 self._fatal(exc)
                 return
-            self._pending = self._pending[sent:]
+            self._sent += sent
             self._buffered -= sent
+            if self._sent >= len(self._pending):
+                self._pending = b""
+                self._sent = 0
         if self._writer:
             self._writer = False
             self._loop.remove_writer(self._fd)
@@ -228,6 +268,7 @@ class TLSTransport(asyncio.Transport):
         if self._writer:
             self._loop.remove_writer(self._fd)
         self._pending = b""
+        self._sent = 0
         self._backlog.clear()
         self._buffered = 0
         self._sock.close()
@@ -315,7 +356,8 @@ def _fall_back(why: str) -> None:
 
 
 class KubeletConnector(aiohttp.TCPConnector):
-    """TCPConnector whose TLS connections use :class:`TLSTransport`."""
+    """TCPConnector whose TLS connections use :class:`TLSTransport`, and whose idle pooled
+    connections close when the kubelet sends anything unasked (`_release`, below)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -344,3 +386,14 @@ class KubeletConnector(aiohttp.TCPConnector):
             raise aiohttp.ClientConnectorSSLError(req.connection_key, exc) from exc
         except OSError as exc:
             raise client_error(req.connection_key, exc) from exc
+
+    def _release(self, *args: Any, **kwargs: Any) -> None:
+        # aiohttp's private hook (pinned with the other): a connection goes back to the pool
+        # only once its answer has been read in full, so from here until the next request
+        # the kubelet has nothing to say; anything it sends closes the connection rather than
+        # being read later as the answer to a request it has not seen yet.
+        protocol = args[1] if len(args) > 1 else kwargs.get("protocol")
+        transport = getattr(protocol, "transport", None)
+        super()._release(*args, **kwargs)
+        if isinstance(transport, TLSTransport) and not transport.is_closing():
+            transport.expect_silence(transport.writes)

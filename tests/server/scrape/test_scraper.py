@@ -45,6 +45,7 @@ from kubemetrics.scrape.scraper import (
 from kubemetrics.scrape.transport import KubeletConnector, TLSTransport
 from kubemetrics_sim.launch import SimProcess
 from kubemetrics_sim.payload import ContainerSample, NodeSample, kubelet_text
+from tests.helpers.hostile import HostileProcess
 from tests.helpers.kube import CA, RecordingStore, Server, run, until
 
 TOKEN = "kubelet-token"
@@ -778,3 +779,104 @@ def test_unexpected_aiohttp_hook_shape_falls_back_with_one_warning(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "aiohttp's own TLS transport" in warnings[0]
     assert aiohttp.__version__ in warnings[0]
+
+
+# --- hostile kubelets ---------------------------------------------------------------------------
+
+
+def test_a_flooding_kubelet_cannot_freeze_the_event_loop(tmp_path: Path) -> None:
+    """A kubelet answering with a flood of tiny pipelined `200 OK`s (from its own process, so
+    it is never slowed by our loop): the transport reads a bounded amount per readable event
+    and yields, so the loop keeps running, the scrape takes the first answer, and the
+    connection is closed at once instead of being parsed until the peer tires."""
+
+    async def main() -> None:
+        ca = CA(tmp_path)
+        pair = ca.issue("kubelet")
+        body_file = tmp_path / "body.txt"
+        body_file.write_bytes(payload("flood"))
+        with HostileProcess(
+            "flood-kubelet", str(pair.cert_file), str(pair.key_file), str(body_file), "20"
+        ) as kubelet:
+            port = int((await asyncio.to_thread(kubelet.readline)).split()[1])
+            targets = {"flood": NodeTarget("flood", "127.0.0.1", port)}
+            store = RecordingStore()
+            scraper = Scraper(targets, store, kubelet_settings(creds_for(ca)), fast())
+            loop = asyncio.get_running_loop()
+            gaps: list[float] = []
+
+            async def heartbeat() -> None:
+                last = loop.time()
+                while True:
+                    await asyncio.sleep(0.01)
+                    now = loop.time()
+                    gaps.append(now - last)
+                    last = now
+
+            beat = asyncio.create_task(heartbeat())
+            try:
+                await scraper.tick()
+                ended = await asyncio.to_thread(kubelet.readline, 30)
+            finally:
+                beat.cancel()
+                await scraper.close()
+            # Without fair reads the loop is stuck in one read callback until the flood ends.
+            assert max(gaps) < 5.0, max(gaps)
+            assert float(ended.split()[-1]) < 10.0, ended
+            assert scraper.failing == {}
+            assert [n for n, _, _ in store.ingested] == ["flood"]
+            assert store.ingested[0][1] == payload("flood")
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(main(), 90))
+
+
+def test_unsolicited_data_on_a_pooled_connection_closes_it(tmp_path: Path) -> None:
+    """Once its answer is read, a kubelet has nothing to say until the next tick asks: bytes
+    it sends on the idle kept-alive connection (here a forged answer) close that connection,
+    and the next tick reads its own answer on a new one, not the planted one."""
+
+    async def main() -> None:
+        ca = CA(tmp_path)
+        ctx = ca.server_context(ca.issue("kubelet"))
+        forged = payload("forged")
+        connections = 0
+        answered = 0
+
+        def answer(body: bytes) -> bytes:
+            return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+
+        async def kubelet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections, answered
+            connections += 1
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                while True:
+                    await reader.readuntil(b"\r\n\r\n")
+                    answered += 1
+                    writer.write(answer(payload("planted" if answered > 1 else "real")))
+                    if answered == 1:
+                        await asyncio.sleep(0.3)
+                        writer.write(answer(forged))  # nobody asked for this one
+                    await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(kubelet, "127.0.0.1", 0, ssl=ctx)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            targets = {"n": NodeTarget("n", "127.0.0.1", port)}
+            store = RecordingStore()
+            scraper = Scraper(targets, store, kubelet_settings(creds_for(ca)), fast())
+            await scraper.tick()
+            await asyncio.sleep(1.0)  # the forged answer arrives on the idle connection
+            await scraper.tick()
+            await scraper.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+        assert scraper.failing == {}
+        bodies = [body for _, body, _ in store.ingested]
+        assert bodies == [payload("real"), payload("planted")]
+        assert forged not in bodies
+        assert connections == 2
+
+    run(main())
