@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import ssl
 from dataclasses import dataclass
@@ -28,11 +29,12 @@ from kubemetrics import _native
 from kubemetrics.api.routes import ApiDependencies, build_app
 from kubemetrics.auth import AuthConfigError, Security, TLSConfigError, start_security
 from kubemetrics.auth.certs import ca_bundle, ensure_self_signed
-from kubemetrics.config import Config, ConfigError, ServingConfig
+from kubemetrics.config import Config, ConfigError
 from kubemetrics.cycle import Cycle
 from kubemetrics.health import HealthChecks, ShutdownCheck, close_checks, standard_checks
 from kubemetrics.kube.client import ApiClient, load_credentials
 from kubemetrics.kube.discovery import Discovery, DiscoverySettings
+from kubemetrics.listener import Listener, ListenerLimits, ListenerStats, bracket
 from kubemetrics.logs import kv
 from kubemetrics.scrape.scraper import Scraper, ScrapeSettings, kubelet_settings
 from kubemetrics.selfmetrics import SelfMetrics
@@ -41,6 +43,9 @@ log = logging.getLogger("kubemetrics.app")
 
 # How long in-flight requests may take to finish once the listener stops accepting.
 SHUTDOWN_GRACE_SECONDS = 5.0
+# Descriptors kept for everything but client connections (kubelets, the API server, files)
+# when checking --max-connections against the process limit.
+_FD_RESERVE = 1024
 
 
 class StartupError(Exception):
@@ -70,6 +75,7 @@ class Server:
         self._parts: _Parts | None = None
         self._client: ApiClient | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: Listener | None = None
         self._security: Security | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -138,28 +144,33 @@ class Server:
                 authorizer=security.authorizer,
             )
         )
+        # The listener's bracket goes outermost: it tells each connection its request is done.
+        app.middlewares.insert(0, bracket)
+        s = c.serving
+        limits = ListenerLimits.from_config(s)
         runner = self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+            **limits.runner_options(),
         )
         ctx = await self._tls()
         await runner.setup()
-        s = c.serving
-        site = web.TCPSite(
-            runner,
-            s.bind_address,
-            s.secure_port,
-            ssl_context=ctx,
-            backlog=1024,
-            reuse_address=True if s.permit_address_sharing else None,
-            reuse_port=True if s.permit_port_sharing else None,
-        )
+        assert runner.server is not None
+        _check_descriptors(s.max_connections)
+        stats = ListenerStats()
+        metrics.sources.append(stats.collect)
+        listener = self._listener = Listener(runner.server, ctx, limits, stats)
         try:
-            await site.start()
+            await listener.start(
+                s.bind_address, s.secure_port, backlog=1024, reuse_port=s.permit_port_sharing
+            )
         except OSError as e:
             raise StartupError(
                 f"cannot listen on {_hostport(s.bind_address, s.secure_port)}: {e.strerror or e}"
             ) from e
-        self.address = _bound_address(runner, s)
+        self.address = listener.addresses[0]
         log.info("Serving securely", extra=kv(address=_hostport(self.address[0], self.address[1])))
         self._parts = _Parts(client, discovery, scraper, cycle, health, runner)
         self._tasks.append(asyncio.create_task(discovery.run(), name="discovery"))
@@ -252,6 +263,8 @@ class Server:
             await self._security.close()
         if self._client is not None:
             await self._client.close()
+        if self._listener is not None:
+            await self._listener.close(SHUTDOWN_GRACE_SECONDS)
         if self._runner is not None:
             await self._runner.cleanup()
         if self._parts is not None:
@@ -263,10 +276,21 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _bound_address(runner: web.AppRunner, s: ServingConfig) -> tuple[str, int]:
-    for name in runner.addresses:
-        return str(name[0]), int(name[1])
-    return s.bind_address, s.secure_port
+def _check_descriptors(max_connections: int) -> None:
+    """Raise the descriptor limit to its hard maximum, as Go programs do at start, and warn
+    when --max-connections would leave too few for the kubelets and the API server."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft != resource.RLIM_INFINITY and max_connections + _FD_RESERVE > soft:
+        log.warning(
+            "--max-connections leaves fewer than %d file descriptors for kubelet and API-server "
+            "connections; past that, new client connections wait in the backlog",
+            _FD_RESERVE,
+            extra=kv(max_connections=max_connections, descriptor_limit=soft),
+        )
 
 
 async def serve(config: Config, stop: asyncio.Event | None = None) -> int:

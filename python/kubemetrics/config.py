@@ -37,6 +37,15 @@ MIN_RESOLUTION = 1.0  # ▲ upstream refuses anything under 10 s
 RECOMMENDED_MIN_RESOLUTION = 10.0  # kubelets refresh their samples every 10–15 s
 REQUEST_TIMEOUT_SHARE = 0.9  # upstream requires timeout ≤ 90 % of the resolution
 
+# The HTTPS listener's limits (see `listener.py` and docs/DEPLOY.md, "Limits"). kube-apiserver
+# fixes the first three in its Go http.Server; the next two are its generic flags' defaults.
+DEFAULT_READ_HEADER_TIMEOUT = 32.0
+DEFAULT_IDLE_TIMEOUT = 90.0
+DEFAULT_MAX_HEADER_BYTES = 1 << 20
+DEFAULT_REQUEST_TIMEOUT = 60.0
+DEFAULT_MAX_REQUESTS_INFLIGHT = 400
+DEFAULT_MAX_CONNECTIONS = 2048  # ours: sized in docs/DEPLOY.md
+
 TLS_VERSIONS: Mapping[str, ssl.TLSVersion] = {
     "VersionTLS10": ssl.TLSVersion.TLSv1,
     "VersionTLS11": ssl.TLSVersion.TLSv1_1,
@@ -145,6 +154,12 @@ class ServingConfig:
     http2_max_streams_per_connection: int = 0
     permit_port_sharing: bool = False  # SO_REUSEPORT
     permit_address_sharing: bool = False  # SO_REUSEADDR
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    read_header_timeout: float = DEFAULT_READ_HEADER_TIMEOUT  # also bounds the TLS handshake
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_requests_inflight: int = DEFAULT_MAX_REQUESTS_INFLIGHT  # 0: no limit
 
     @property
     def self_signed(self) -> bool:
@@ -407,6 +422,22 @@ def _serving_errors(s: ServingConfig) -> list[str]:
         errors.append("--tls-cipher-suites cannot be used with --tls-min-version=VersionTLS13")
     if s.http2_max_streams_per_connection < 0:
         errors.append("--http2-max-streams-per-connection must not be negative")
+    if s.max_connections < 1:
+        errors.append("--max-connections must be at least 1")
+    if s.max_requests_inflight < 0:
+        errors.append("--max-requests-inflight must not be negative")
+    if s.max_header_bytes < 1024:
+        errors.append("--max-header-bytes must be at least 1Ki")
+    for flag, seconds in (
+        ("--read-header-timeout", s.read_header_timeout),
+        ("--idle-timeout", s.idle_timeout),
+        ("--request-timeout", s.request_timeout),
+    ):
+        if seconds <= 0:
+            errors.append(
+                f"{flag} should be a positive duration, but value "
+                f"{format_go_duration(seconds)} provided"
+            )
     return errors
 
 

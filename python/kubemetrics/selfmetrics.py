@@ -13,7 +13,7 @@ import decimal
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -146,6 +146,12 @@ class _Writer:
         return ("\n".join(self.lines) + "\n").encode()
 
 
+# What other parts of the server write into /metrics: families of their own, named
+# `kubemetrics_*` (they sort before upstream's `metrics_server_*`, as Go's registry orders them).
+MetricWriter = _Writer
+MetricSource = Callable[[MetricWriter], None]
+
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -201,6 +207,7 @@ class SelfMetrics:
         self._storage_points: dict[str, float] = {}
         self._freshness: Histogram | None = None
         self._start_time = _process_start_time()
+        self.sources: list[MetricSource] = []
 
     # --- scraper observer -------------------------------------------------------------------
 
@@ -246,6 +253,8 @@ class SelfMetrics:
     def render(self) -> bytes:
         w = _Writer()
         # Families in name order and series in label order, as Go's registry gathers them.
+        for source in self.sources:
+            source(w)
         if self._freshness is not None:
             name = "metrics_server_api_metric_freshness_seconds"
             w.header(name, "[ALPHA] Freshness of metrics exported", "histogram")

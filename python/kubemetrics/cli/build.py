@@ -60,6 +60,12 @@ def build_config(p: Parsed) -> Config:
             http2_max_streams_per_connection=p["http2-max-streams-per-connection"],
             permit_port_sharing=p["permit-port-sharing"],
             permit_address_sharing=p["permit-address-sharing"],
+            max_connections=p["max-connections"],
+            read_header_timeout=p["read-header-timeout"],
+            idle_timeout=p["idle-timeout"],
+            request_timeout=p["request-timeout"],
+            max_header_bytes=p["max-header-bytes"],
+            max_requests_inflight=p["max-requests-inflight"],
         ),
         authn=AuthnConfig(
             kubeconfig=_opt(p["authentication-kubeconfig"]),

@@ -14,6 +14,12 @@ from kubemetrics.config import (
     DEFAULT_ADDRESS_TYPES,
     DEFAULT_ALWAYS_ALLOW_PATHS,
     DEFAULT_CERT_DIR,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_REQUESTS_INFLIGHT,
+    DEFAULT_READ_HEADER_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT,
 )
 
 _IGN = "Accepted for compatibility; no effect in kubemetrics."
@@ -227,8 +233,40 @@ GROUPS: tuple[Group, ...] = (
                 "http2-max-streams-per-connection",
                 "int",
                 0,
-                f"Limit of concurrent HTTP/2 streams per client connection. {_IGN} (HTTP/1.1 only)",
+                f"Limit of concurrent HTTP/2 streams per client connection. {_IGN} (HTTP/1.1 "
+                "only, one request at a time per connection)",
                 ignored=True,
+            ),
+            Flag(
+                "idle-timeout",
+                "duration",
+                DEFAULT_IDLE_TIMEOUT,
+                "How long a kept-alive client connection may go without a request before it is "
+                "closed (kubemetrics only; kube-apiserver's fixed value).",
+            ),
+            Flag(
+                "max-connections",
+                "int",
+                DEFAULT_MAX_CONNECTIONS,
+                "Client connections open at once, TLS handshakes included; past it a new "
+                "connection is reset as soon as it is accepted, and counted in /metrics "
+                "(kubemetrics only).",
+            ),
+            Flag(
+                "max-header-bytes",
+                "quantity",
+                DEFAULT_MAX_HEADER_BYTES,
+                "Largest request head (request line and headers) a client may send; a larger "
+                "one is answered 431 and its connection closed (kubemetrics only; "
+                "kube-apiserver's fixed value).",
+            ),
+            Flag(
+                "max-requests-inflight",
+                "int",
+                DEFAULT_MAX_REQUESTS_INFLIGHT,
+                "Requests handled at once; past it the answer is 429 Too Many Requests with "
+                "Retry-After, as kube-apiserver's flag. system:masters and the health probes "
+                "are exempt. 0: no limit.",
             ),
             Flag(
                 "permit-address-sharing",
@@ -243,6 +281,21 @@ GROUPS: tuple[Group, ...] = (
                 False,
                 "Bind with SO_REUSEPORT, so several processes can listen on the same address and "
                 "port.",
+            ),
+            Flag(
+                "read-header-timeout",
+                "duration",
+                DEFAULT_READ_HEADER_TIMEOUT,
+                "Time a client has for the TLS handshake and, again, for each request head "
+                "(from its first byte; for the first request, from the handshake); past it the "
+                "connection is closed (kubemetrics only; kube-apiserver's fixed value).",
+            ),
+            Flag(
+                "request-timeout",
+                "duration",
+                DEFAULT_REQUEST_TIMEOUT,
+                "Longest a request may take, from its complete head to the end of its answer; "
+                "past it the connection is closed. As kube-apiserver's flag.",
             ),
             Flag(
                 "secure-port",

@@ -39,7 +39,18 @@ def _default_text(flag: Flag) -> str:
         return f' (default "{d}")' if d else ""
     if flag.kind == "ip":
         return f" (default {d})"
+    if flag.kind == "quantity" and d:
+        return f" (default {_binary(d)})"
     return f" (default {d})" if d else ""
+
+
+def _binary(n: int) -> str:
+    """A byte count as the shortest exact Kubernetes binary quantity (1048576 → 1Mi)."""
+    for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
+        unit = 1 << (10 * ("KiMiGiTiPiEi".index(suffix) // 2 + 1))
+        if n % unit == 0:
+            return f"{n // unit}{suffix}"
+    return str(n)
 
 
 def usage(width: int | None = None) -> str:

@@ -225,6 +225,9 @@ def test_every_upstream_flag_is_accepted_in_both_spellings(name: str) -> None:
 def test_flag_table_has_nothing_unexpected() -> None:
     """Our own additions beyond upstream's list are exactly these (so none slips in by typo)."""
     ours = {"dry-run", "help", "show-hidden-metrics-for-version", "disable-http2-serving"}
+    # The listener's limits: kube-apiserver's generic flags, and Go http.Server's fixed values.
+    ours |= {"max-requests-inflight", "request-timeout"}
+    ours |= {"max-connections", "read-header-timeout", "idle-timeout", "max-header-bytes"}
     klog = {
         "add-dir-header", "alsologtostderr", "log-backtrace-at", "log-dir", "log-file",
         "log-file-max-size", "logtostderr", "one-output", "skip-headers", "skip-log-headers",
@@ -782,3 +785,37 @@ def test_parse_reports_the_one_shot_actions() -> None:
     assert parse(["--dry-run"]).dry_run is True
     assert parse(["--version"]).version is True
     assert parse([]).help is False
+
+
+def test_listener_limit_flags() -> None:
+    """The serving limits land in the config; kube-apiserver's values are the defaults."""
+    default = parse_args([]).serving
+    assert (default.read_header_timeout, default.idle_timeout, default.request_timeout) == (
+        32.0,
+        90.0,
+        60.0,
+    )
+    assert (default.max_header_bytes, default.max_requests_inflight) == (1 << 20, 400)
+    assert default.max_connections == 2048
+    s = parse_args(
+        [
+            "--max-connections=100",
+            "--read-header-timeout=2s",
+            "--idle-timeout=3s",
+            "--request-timeout=4s",
+            "--max-header-bytes=64Ki",
+            "--max-requests-inflight=0",
+        ]
+    ).serving
+    assert (s.max_connections, s.read_header_timeout, s.idle_timeout) == (100, 2.0, 3.0)
+    assert (s.request_timeout, s.max_header_bytes, s.max_requests_inflight) == (4.0, 65536, 0)
+    for bad in (
+        "--max-connections=0",
+        "--read-header-timeout=0s",
+        "--idle-timeout=-1s",
+        "--request-timeout=0s",
+        "--max-header-bytes=10",
+        "--max-requests-inflight=-1",
+    ):
+        with pytest.raises(ConfigError):
+            parse_args([bad])

@@ -42,7 +42,8 @@ from kubemetrics.scrape.scraper import (
     ScrapeSettings,
     kubelet_settings,
 )
-from kubemetrics.scrape.transport import KubeletConnector, TLSTransport
+from kubemetrics.scrape.transport import KubeletConnector
+from kubemetrics.transport import TLSTransport
 from kubemetrics_sim.launch import SimProcess
 from kubemetrics_sim.payload import ContainerSample, NodeSample, kubelet_text
 from tests.helpers.hostile import HostileProcess
