@@ -26,6 +26,7 @@ import uvloop
 from aiohttp import web
 
 from kubemetrics import _native
+from kubemetrics.api.limits import InflightLimit
 from kubemetrics.api.routes import ApiDependencies, build_app
 from kubemetrics.auth import AuthConfigError, Security, TLSConfigError, start_security
 from kubemetrics.auth.certs import ca_bundle, ensure_self_signed
@@ -134,6 +135,8 @@ class Server:
             resolution_seconds=c.metric_resolution,
             shutdown=self.shutdown,
         )
+        inflight = InflightLimit(c.serving.max_requests_inflight)
+        metrics.sources.append(inflight.collect)
         app = build_app(
             ApiDependencies(
                 snapshot=cycle.current,
@@ -141,6 +144,7 @@ class Server:
                 health=health,
                 metrics=metrics,
                 authenticator=security.authenticator,
+                admission=inflight,
                 authorizer=security.authorizer,
             )
         )

@@ -52,6 +52,7 @@ from kubemetrics.config import (
     ServingConfig,
 )
 from kubemetrics.logs import kv, vlevel
+from kubemetrics.selfmetrics import MetricWriter
 from kubemetrics.transport import accept_tls
 
 log = logging.getLogger("kubemetrics.listener")
@@ -88,10 +89,14 @@ class ListenerLimits:
     header_pool_bytes: int = HEADER_POOL_BYTES
 
     def runner_options(self) -> dict[str, Any]:
-        """aiohttp `AppRunner` options that fit these limits: its keep-alive is ours, and its
-        per-line limits leave the whole head to `max_header_bytes` (aiohttp's defaults would
-        refuse a user in many groups: the front proxy sends one X-Remote-Group per group)."""
+        """aiohttp `AppRunner` options that fit these limits: handlers end with their
+        connections, keep-alive is ours, and aiohttp's per-line limits leave the whole head to
+        `max_header_bytes` (its defaults would refuse a user in many groups: the front proxy
+        sends one X-Remote-Group per group)."""
         return {
+            # A connection closed (by its client, or by a deadline here) cancels its handler,
+            # as a Go server cancels the request's context; aiohttp would let it run on.
+            "handler_cancellation": True,
             # Ours closes idle connections (and counts them); aiohttp's is a backstop.
             "keepalive_timeout": self.idle_timeout + 10.0,
             "max_line_size": self.max_header_bytes,
@@ -125,8 +130,8 @@ class ListenerStats:
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
-    def collect(self, w: Any) -> None:
-        """Write the listener's families to a `selfmetrics.MetricWriter`."""
+    def collect(self, w: MetricWriter) -> None:
+        """Write the listener's families into /metrics."""
         w.header("kubemetrics_http_connections", "Open client connections.", "gauge")
         w.sample("kubemetrics_http_connections", [], self.open)
         name = "kubemetrics_http_connections_dropped_total"

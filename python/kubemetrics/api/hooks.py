@@ -1,16 +1,20 @@
-"""The security slot: who is asking (authentication) and may they (authorization).
+"""The security slot: who is asking (authentication), may they be served now (admission),
+and may they (authorization).
 
 The HTTP layer derives kube-apiserver's request attributes from every request (resource requests
 under `/apis/metrics.k8s.io/VERSION/...`, non-resource requests for everything else), asks the
-`Authenticator` for the user, then the `Authorizer` for a decision, and renders 401/403 `Status`
-bodies the way kube-apiserver does. Delegated authn/authz (TokenReview, SubjectAccessReview,
-front-proxy headers, client certificates, always-allow paths, `system:masters`) plugs in here by
-implementing the two Protocols; routes never change. The defaults allow everything.
+`Authenticator` for the user, enters the `Admission` (kube-apiserver's max-in-flight filter sits
+there too, between authentication and authorization), then asks the `Authorizer` for a decision,
+and renders 401/403 `Status` bodies the way kube-apiserver does. Delegated authn/authz
+(TokenReview, SubjectAccessReview, front-proxy headers, client certificates, always-allow paths,
+`system:masters`) plugs in here by implementing the Protocols; routes never change. The
+defaults allow everything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -75,6 +79,23 @@ ALLOW = Decision(True)
 
 class Authorizer(Protocol):
     async def authorize(self, attributes: RequestAttributes) -> Decision: ...
+
+
+class Admission(Protocol):
+    def admit(
+        self, request: web.Request, user: UserInfo
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while the request is authorized and handled; raise `StatusError` (429) to
+        turn it away."""
+        ...
+
+
+class AdmitAll:
+    """Default admission: no limit."""
+
+    @contextlib.asynccontextmanager
+    async def admit(self, request: web.Request, user: UserInfo) -> AsyncIterator[None]:
+        yield
 
 
 class AllowAnonymous:

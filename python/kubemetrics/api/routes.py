@@ -29,6 +29,8 @@ from aiohttp.typedefs import Middleware
 from kubemetrics import _native
 from kubemetrics.api import discovery, openapi
 from kubemetrics.api.hooks import (
+    Admission,
+    AdmitAll,
     AllowAll,
     AllowAnonymous,
     AuthenticationError,
@@ -98,6 +100,7 @@ class ApiDependencies:
     - `metrics`: `SelfMetrics`, rendered at `/metrics` and fed the API freshness histogram.
     - `clock`: wall-clock seconds (`creationTimestamp`, freshness).
     - `authenticator`/`authorizer`: the security slot (issue 5); defaults allow everything.
+    - `admission`: entered between the two (`--max-requests-inflight`); default no limit.
     """
 
     snapshot: SnapshotSource
@@ -107,6 +110,7 @@ class ApiDependencies:
     clock: Clock = time.time
     authenticator: Authenticator = field(default_factory=AllowAnonymous)
     authorizer: Authorizer = field(default_factory=AllowAll)
+    admission: Admission = field(default_factory=AdmitAll)
     server_version: str = _native.__version__
     git_commit: str = ""
     build_date: str = ""
@@ -116,7 +120,10 @@ def status_response(status: Status) -> web.Response:
     # kube-apiserver would encode Status as protobuf for a protobuf-only client; every client
     # of this API (client-go, kubectl, the HPA) decodes by the response Content-Type, so JSON
     # is always understood and keeps error bodies readable.
-    return web.Response(body=status.to_json(), status=status.code, content_type=JSON)
+    resp = web.Response(body=status.to_json(), status=status.code, content_type=JSON)
+    if status.details is not None and status.details.retry_after_seconds:
+        resp.headers["Retry-After"] = str(status.details.retry_after_seconds)
+    return resp
 
 
 def _request_attributes(request: web.Request, user: UserInfo) -> RequestAttributes:
@@ -244,7 +251,9 @@ def _errors_middleware() -> Middleware:
     return errors
 
 
-def _auth_middleware(authenticator: Authenticator, authorizer: Authorizer) -> Middleware:
+def _auth_middleware(
+    authenticator: Authenticator, admission: Admission, authorizer: Authorizer
+) -> Middleware:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
@@ -252,14 +261,15 @@ def _auth_middleware(authenticator: Authenticator, authorizer: Authorizer) -> Mi
         except AuthenticationError as e:
             log.info("authentication failed for %s %s: %s", request.method, request.path, e)
             raise StatusError(unauthorized()) from None
-        attrs = _request_attributes(request, user)
-        decision = await authorizer.authorize(attrs)
-        if not decision.allowed:
-            msg = forbidden_message(attrs)
-            if decision.reason:
-                msg = f"{msg}: {decision.reason}"
-            raise StatusError(forbidden(attrs.api_group, attrs.resource, attrs.name, msg))
-        return await handler(request)
+        async with admission.admit(request, user):
+            attrs = _request_attributes(request, user)
+            decision = await authorizer.authorize(attrs)
+            if not decision.allowed:
+                msg = forbidden_message(attrs)
+                if decision.reason:
+                    msg = f"{msg}: {decision.reason}"
+                raise StatusError(forbidden(attrs.api_group, attrs.resource, attrs.name, msg))
+            return await handler(request)
 
     return auth
 
@@ -483,7 +493,10 @@ def _metrics_handler(metrics: SelfMetrics) -> Handler:
 def build_app(deps: ApiDependencies, *, client_max_size: int = 1 << 20) -> web.Application:
     """The whole HTTP surface as an aiohttp Application (serve it with TLS via AppRunner)."""
     app = web.Application(
-        middlewares=[_errors_middleware(), _auth_middleware(deps.authenticator, deps.authorizer)],
+        middlewares=[
+            _errors_middleware(),
+            _auth_middleware(deps.authenticator, deps.admission, deps.authorizer),
+        ],
         client_max_size=client_max_size,
     )
     api = _MetricsApi(deps)

@@ -28,6 +28,7 @@ class StatusDetails:
     group: str = ""
     kind: str = ""
     causes: tuple[str, ...] = ()
+    retry_after_seconds: int = 0
 
     def as_dict(self) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -39,6 +40,8 @@ class StatusDetails:
             out["kind"] = self.kind
         if self.causes:
             out["causes"] = [{"message": c} for c in self.causes]
+        if self.retry_after_seconds:
+            out["retryAfterSeconds"] = self.retry_after_seconds
         return out
 
 
@@ -179,6 +182,16 @@ def forbidden(group: str, resource: str, name: str, message: str) -> Status:
         reason="Forbidden",
         message=text,
         details=StatusDetails(name=name, group=group, kind=resource),
+    )
+
+
+def too_many_requests(retry_after_seconds: int) -> Status:
+    """`errors.NewTooManyRequests`; answered with a matching `Retry-After` header."""
+    return Status(
+        code=429,
+        reason="TooManyRequests",
+        message="Too many requests, please try again later.",
+        details=StatusDetails(retry_after_seconds=retry_after_seconds),
     )
 
 

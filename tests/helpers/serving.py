@@ -1,0 +1,60 @@
+"""An aiohttp app served the way the server serves it: through `kubemetrics.listener` over
+real TLS on 127.0.0.1 (a throwaway CA), with the listener's bracket outermost."""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from kubemetrics.listener import Listener, ListenerLimits, bracket
+from tests.helpers.kube import CA
+
+
+@dataclass
+class Served:
+    listener: Listener
+    port: int
+    ca: CA
+    client: ssl.SSLContext  # trusts the CA, presents no certificate
+
+    def client_with_cert(self, cn: str, org: str | None = None) -> ssl.SSLContext:
+        """A client context presenting a certificate the CA issued (CN `cn`, O `org`)."""
+        pair = self.ca.issue(cn, server=False, org=org)
+        ctx = ssl.create_default_context(cafile=str(self.ca.cert_file))
+        ctx.load_cert_chain(pair.cert_file, pair.key_file)
+        return ctx
+
+
+@contextlib.asynccontextmanager
+async def serve_tls(
+    app: web.Application,
+    tmp_path: Path,
+    limits: ListenerLimits | None = None,
+    *,
+    client_ca: bool = False,
+) -> AsyncIterator[Served]:
+    """Serve `app` until the block ends. `client_ca`: ask for client certificates from the
+    same CA (they reach the app as `request.transport`'s peer certificate)."""
+    limits = limits or ListenerLimits()
+    ca = CA(tmp_path)
+    ctx = ca.server_context(ca.issue("server"))
+    if client_ca:
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(cafile=str(ca.cert_file))
+    app.middlewares.insert(0, bracket)
+    runner = web.AppRunner(app, access_log=None, **limits.runner_options())
+    await runner.setup()
+    assert runner.server is not None
+    listener = Listener(runner.server, ctx, limits)
+    await listener.start("127.0.0.1", 0)
+    try:
+        client = ssl.create_default_context(cafile=str(ca.cert_file))
+        yield Served(listener, listener.addresses[0][1], ca, client)
+    finally:
+        await listener.close(1.0)
+        await runner.cleanup()
