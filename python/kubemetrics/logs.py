@@ -11,6 +11,11 @@ JSON (`--logging-format=json`, to stdout)::
 Verbosity: klog's `V(n)` is the Python level `INFO - n` (`vlevel(n)`), so `-v=2` lets through
 everything at `vlevel(2)` and below-numbered verbosities; `logging.DEBUG` is `V(10)`.
 Structured pairs go in `extra=kv(node=..., err=...)`.
+
+One record is one line, whatever the data in it (a request path with `%0A` in it cannot forge
+a log line): pair values are quoted as Go quotes them, and `%`-arguments of plain messages have
+their control characters escaped. Only a traceback spans lines, each indented by a tab.
+Request-derived values that may be long go through `clip()`.
 """
 
 from __future__ import annotations
@@ -58,6 +63,66 @@ def _verbosity(levelno: int) -> int:
     return max(0, logging.INFO - levelno)
 
 
+# Control characters (tab aside) and the Unicode line breaks, as escapes: what makes a new
+# line on a terminal or for a log shipper cannot come from data.
+_CONTROLS = {
+    **{c: f"\\x{c:02x}" for c in range(0x20) if c != 0x09},
+    0x0A: "\\n",
+    0x0D: "\\r",
+    0x7F: "\\x7f",
+    0x85: "\\u0085",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+CLIP = 512  # characters of a request-derived value kept in a log line
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every character that could break a log line escaped."""
+    return text.translate(_CONTROLS)
+
+
+def clip(text: str, limit: int = CLIP) -> str:
+    """At most `limit` characters of `text` (a request path, a header), saying how much more."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text) - limit} more)"
+
+
+class _Escaped:
+    """A `%s`/`%r` argument whose text has its control characters escaped."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return escape_controls(str(self.value))
+
+    def __repr__(self) -> str:
+        return escape_controls(repr(self.value))
+
+
+def _safe_arg(value: object) -> object:
+    return value if isinstance(value, int | float) else _Escaped(value)
+
+
+def safe_message(record: logging.LogRecord) -> str:
+    """The record's message with its arguments' control characters escaped (the message
+    template itself is code, and may span lines on purpose)."""
+    msg = str(record.msg)
+    args = record.args
+    if not args:
+        return msg
+    try:
+        if isinstance(args, dict):
+            return msg % {k: _safe_arg(v) for k, v in args.items()}
+        return msg % tuple(_safe_arg(a) for a in args)
+    except (TypeError, ValueError):
+        return escape_controls(record.getMessage())
+
+
 def _pairs(record: logging.LogRecord) -> dict[str, object]:
     pairs = getattr(record, _KV_ATTR, None)
     return dict(pairs) if isinstance(pairs, dict) else {}
@@ -93,11 +158,12 @@ class KlogFormatter(logging.Formatter):
             f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{micros:06d} "
             f"{record.process or 0:7d} {record.filename}:{record.lineno}] "
         )
-        msg = record.getMessage()
         pairs = _pairs(record)
         err = _exc_text(record)
         if err is not None and "err" not in pairs:
             pairs["err"] = err
+        # A structured message is quoted whole below; a plain one is escaped argument-wise.
+        msg = record.getMessage() if pairs else safe_message(record)
         if pairs:
             # klog quotes the message of structured (InfoS/ErrorS) calls.
             line = (

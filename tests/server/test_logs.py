@@ -67,9 +67,11 @@ def ours(log: logging.Logger) -> list[logging.Handler]:
     return [h for h in log.handlers if getattr(h, "_kubemetrics_handler", False)]
 
 
-def record(level: int, msg: str, *, created: float, **pairs: object) -> logging.LogRecord:
+def record(
+    level: int, msg: str, *, created: float, args: tuple[object, ...] = (), **pairs: object
+) -> logging.LogRecord:
     rec = logging.LogRecord(
-        "kubemetrics.scraper", level, "/src/kubemetrics/scraper.py", 42, msg, None, None
+        "kubemetrics.scraper", level, "/src/kubemetrics/scraper.py", 42, msg, args, None
     )
     rec.created = created
     rec.process = 4242
@@ -292,3 +294,24 @@ def test_state_log_counts_repeats_and_forgets(logger: logging.Logger) -> None:
     assert states.failing() == {}
     with pytest.raises(ValueError):
         states.bad("n", StateLog.OK, "not a failure")
+
+
+def test_klog_arguments_cannot_break_the_line() -> None:
+    """Data in a plain message's %-arguments (a path, an API server's error text) has its
+    control characters escaped, so one record is one line; the message template is code and
+    keeps its own line breaks."""
+    forged = 'x\nI0101 00:00:00.000000       1 forged.go:1] "pwned"\r\x1b[2K\u2028'
+    line = KlogFormatter().format(
+        record(
+            logging.WARNING, "%s: list failed: %s (%d tries)", created=0.0, args=("pods", forged, 3)
+        )
+    )
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\u2028" not in line
+    assert line.endswith(
+        '] pods: list failed: x\\nI0101 00:00:00.000000       1 forged.go:1] "pwned"'
+        "\\r\\x1b[2K\\u2028 (3 tries)"
+    )
+    two = KlogFormatter().format(
+        record(logging.INFO, "first\nsecond %s", created=0.0, args=("a\nb",))
+    )
+    assert two.endswith("] first\nsecond a\\nb")

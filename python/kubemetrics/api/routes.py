@@ -52,16 +52,17 @@ from kubemetrics.api.status import (
     StatusError,
     bad_request,
     forbidden,
-    internal_error,
     method_not_allowed,
     method_not_supported,
     not_acceptable,
     not_found,
     path_not_found,
     unauthorized,
+    withheld_internal_error,
 )
 from kubemetrics.gostrings import go_quote
 from kubemetrics.health import HealthChecks, health_routes
+from kubemetrics.logs import clip, kv
 from kubemetrics.selfmetrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from kubemetrics.selfmetrics import SelfMetrics
 
@@ -244,9 +245,13 @@ def _errors_middleware() -> Middleware:
             return status_response(method_not_allowed())
         except web.HTTPException:
             raise
-        except Exception as e:
-            log.exception("internal error serving %s %s", request.method, request.path)
-            return status_response(internal_error(f"{type(e).__name__}: {e}"))
+        except Exception:
+            status, reference = withheld_internal_error("the request could not be served")
+            log.exception(
+                "Internal error serving a request",
+                extra=kv(method=request.method, path=clip(request.path), reference=reference),
+            )
+            return status_response(status)
 
     return errors
 
@@ -259,7 +264,10 @@ def _auth_middleware(
         try:
             user = await authenticator.authenticate(request)
         except AuthenticationError as e:
-            log.info("authentication failed for %s %s: %s", request.method, request.path, e)
+            log.info(
+                "Authentication failed",
+                extra=kv(method=request.method, path=clip(request.path), err=clip(str(e))),
+            )
             raise StatusError(unauthorized()) from None
         async with admission.admit(request, user):
             attrs = _request_attributes(request, user)

@@ -12,6 +12,7 @@ clients that compare bodies byte for byte (and humans diffing against upstream) 
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,3 +203,11 @@ def internal_error(message: str) -> Status:
         message=f"Internal error occurred: {message}",
         details=StatusDetails(causes=(message,)),
     )
+
+
+def withheld_internal_error(what: str) -> tuple[Status, str]:
+    """A 500 that says only `what` failed, and the reference under which the caller logs the
+    details: exception text and the API server's messages are for the log, not for clients
+    (who may not even be authenticated)."""
+    reference = secrets.token_hex(6)
+    return internal_error(f"{what} (details in the server log, reference {reference})"), reference

@@ -22,14 +22,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubemetrics.api.hooks import ALLOW, Decision, RequestAttributes, UserInfo
-from kubemetrics.api.status import StatusError, internal_error
+from kubemetrics.api.status import StatusError, withheld_internal_error
 from kubemetrics.auth.authn import REVIEW_TIMEOUT, ReviewClient
 from kubemetrics.auth.cache import TTLCache
 from kubemetrics.kube.client import ApiConnectionError
+from kubemetrics.logs import kv
 
 log = logging.getLogger("kubemetrics.auth")
 
 SUBJECT_ACCESS_REVIEW_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+
+
+def _withheld(what: str, detail: str) -> StatusError:
+    """The 500 a failed review gives: no detail for the client, all of it in the log."""
+    status, reference = withheld_internal_error("authorization failed")
+    log.warning(what, extra=kv(err=detail, reference=reference))
+    return StatusError(status)
 
 
 class PathMatcher:
@@ -141,13 +149,10 @@ class DelegatingAuthorizer:
                 SUBJECT_ACCESS_REVIEW_PATH, subject_access_review(a), request_timeout=REVIEW_TIMEOUT
             )
         except (StatusError, ApiConnectionError) as e:
-            log.warning("SubjectAccessReview failed: %s", e)
-            raise StatusError(
-                internal_error(f"authorization: SubjectAccessReview failed: {e}")
-            ) from None
+            raise _withheld("SubjectAccessReview failed", str(e)) from None
         status = out.get("status") if isinstance(out, dict) else None
         if not isinstance(status, dict):
-            raise StatusError(internal_error("authorization: SubjectAccessReview without a status"))
+            raise _withheld("SubjectAccessReview answer without a status", repr(out)[:200])
         reason = str(status.get("reason") or "")
         if status.get("allowed"):
             return _Answer(Decision(True, reason))

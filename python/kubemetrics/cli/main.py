@@ -36,7 +36,7 @@ def _as_exit_code(result: object) -> int:
 
 def _log_startup_notes(config: Config) -> None:
     for warning in config.warnings:
-        log.warning(warning)
+        log.warning("%s", warning)
     for name in config.ignored_flags:
         log.info("Flag --%s has no effect in kubemetrics; ignored", name)
 
