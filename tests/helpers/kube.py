@@ -179,6 +179,9 @@ class FakeApiServer:
         self.tokens = tokens or {}  # TokenReview: token -> the user it authenticates
         self.allow = allow or (lambda spec: (False, ""))  # SubjectAccessReview's answer
         self.configmap: tuple[int, dict[str, str]] = (404, {})  # (status, data)
+        self.configmap_items: list[Any] | None = None  # the ConfigMap list's items, raw
+        self.configmap_watchable = False  # a ConfigMap watch stays open for pushed events
+        self._configmap_events: list[dict[str, Any]] = []
         self.fail_reviews = False  # answer reviews with a Status failure
         self.token_reviews: list[dict[str, Any]] = []
         self.access_reviews: list[dict[str, Any]] = []
@@ -233,6 +236,22 @@ class FakeApiServer:
         self.rv += 1
         obj = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(self.rv)}}
         col.log.append((self.rv, "DELETED", obj))
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def put_raw(self, kind: str, key: str, obj: Any) -> int:
+        """Store `obj` exactly as given (malformed, say) under `key`, with an ADDED event."""
+        col = self.cols[kind]
+        self.rv += 1
+        col.objects[key] = obj
+        col.log.append((self.rv, "ADDED", obj))
+        async with self._changed:
+            self._changed.notify_all()
+        return self.rv
+
+    async def push_configmap_event(self, event_type: str, obj: Any) -> None:
+        """Send one watch event, as given, to the open ConfigMap watch (configmap_watchable)."""
+        self._configmap_events.append({"type": event_type, "object": obj})
         async with self._changed:
             self._changed.notify_all()
 
@@ -313,29 +332,46 @@ class FakeApiServer:
         )
 
     async def _configmaps(self, request: web.Request) -> web.StreamResponse:
-        # a list answers; a watch ends at once (this fake never changes the ConfigMap)
+        # a list answers; a watch sends what push_configmap_event() queues, else ends at once
         if request.query.get("watch"):
-            return web.Response(body=b"")
+            if not self.configmap_watchable:
+                return web.Response(body=b"")
+            resp = web.StreamResponse()
+            await resp.prepare(request)
+            self._watch_responses.append(resp)
+            while True:
+                while self._configmap_events:
+                    await resp.write(orjson.dumps(self._configmap_events.pop(0)) + b"\n")
+                async with self._changed:
+                    if not self._configmap_events:
+                        await self._changed.wait()
         _, data = self.configmap
-        items = [{"metadata": {"name": "extension-apiserver-authentication"}, "data": data}]
+        items = self.configmap_items
+        if items is None:
+            items = [{"metadata": {"name": "extension-apiserver-authentication"}, "data": data}]
         return web.json_response(
             {"kind": "ConfigMapList", "metadata": {"resourceVersion": "1"}, "items": items}
         )
 
-    def _view(self, kind: str, obj: dict[str, Any], metadata_only: bool) -> dict[str, Any]:
-        if metadata_only:
+    def _view(self, kind: str, obj: Any, metadata_only: bool) -> Any:
+        if metadata_only and isinstance(obj, dict):
             return {
                 "kind": "PartialObjectMetadata",
                 "apiVersion": "meta.k8s.io/v1",
-                "metadata": obj["metadata"],
+                "metadata": obj.get("metadata"),
             }
         return obj
 
-    def _selected(self, kind: str, obj: dict[str, Any], q: dict[str, str]) -> bool:
-        running = (obj.get("status") or {}).get("phase") == "Running"
+    def _selected(self, kind: str, obj: Any, q: dict[str, str]) -> bool:
+        meta = obj.get("metadata") if isinstance(obj, dict) else None
+        status = obj.get("status") if isinstance(obj, dict) else None
+        if not isinstance(meta, dict) or not isinstance(status or {}, dict):
+            return True  # malformed on purpose (put_raw): everyone gets to see it
+        running = (status or {}).get("phase") == "Running"
         if kind == "pods" and q.get("fieldSelector") == "status.phase=Running" and not running:
             return False
-        return _match_labels(q.get("labelSelector", ""), obj["metadata"].get("labels") or {})
+        labels = meta.get("labels") or {}
+        return _match_labels(q.get("labelSelector", ""), labels if isinstance(labels, dict) else {})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         q = dict(request.query)

@@ -71,6 +71,8 @@ def parse_configmap(
 ) -> tuple[CABundle | None, RequestHeaderConfig | None]:
     """(client CA, request-header config) from the ConfigMap's data; ValueError if malformed."""
     where = f"configmap/{CONFIGMAP_NAME}"
+    if not isinstance(data, Mapping) or not all(isinstance(v, str) for v in data.values()):
+        raise ValueError(f"{where}: data is not a map of strings")
     client_ca = None
     if data.get("client-ca-file"):
         client_ca = CABundle.from_pem(str(data["client-ca-file"]), f"{where} client-ca-file")

@@ -431,19 +431,28 @@ def _decode(data: bytes, path: str) -> Any:
 
 
 async def _lines(resp: aiohttp.ClientResponse, path: str) -> AsyncIterator[bytes]:
-    buf = b""
+    """The non-empty lines of a watch stream. A line split over many chunks is joined once
+    (linear in its size), never re-concatenated per chunk; one is at most _MAX_WATCH_LINE."""
+    pending: list[bytes] = []  # pieces of the line in progress
+    size = 0
     try:
         async for chunk in resp.content.iter_any():
-            buf = buf + chunk if buf else chunk
-            if b"\n" not in chunk:
-                if len(buf) > _MAX_WATCH_LINE:
-                    raise ApiConnectionError(f"watch {path}: event larger than {_MAX_WATCH_LINE}")
-                continue
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
+                piece = chunk[start:end]
+                line = b"".join((*pending, piece)) if pending else piece
+                pending.clear()
+                size = 0
                 if line.strip():
                     yield line
-        if buf.strip():
-            yield buf
+                start = end + 1
+            if start < len(chunk):
+                pending.append(chunk[start:] if start else chunk)
+                size += len(chunk) - start
+                if size > _MAX_WATCH_LINE:
+                    raise ApiConnectionError(f"watch {path}: event larger than {_MAX_WATCH_LINE}")
+        last = b"".join(pending)
+        if last.strip():
+            yield last
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise ApiConnectionError(f"watch {path}: {type(exc).__name__}: {exc}") from exc

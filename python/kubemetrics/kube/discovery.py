@@ -133,13 +133,15 @@ class _NodeHandler:
         name = meta.get("name")
         if not isinstance(name, str) or not name:
             return None
+        # Everything that can fail on a malformed object comes before any change, so a node
+        # the reflector skips leaves the table and the inventory as they were.
         target = node_target(obj, self._d.settings)
+        self._d.inventory.set_node(name, meta.get("labels") or _NO_LABELS)
         old = self._d.targets.get(name)
         if target != old:
             if target.error and (old is None or old.error != target.error):
                 log.warning("Node %s cannot be scraped: %s", name, target.error)
             self._d.targets[name] = target
-        self._d.inventory.set_node(name, meta.get("labels") or _NO_LABELS)
         return name
 
     def _delete(self, name: str) -> None:

@@ -6,6 +6,11 @@ that ends cleanly is resumed from the last resourceVersion; ``410 Gone`` (as an 
 an ``ERROR`` event) and a broken watch lead to a relist. While the API server is unreachable the
 reflector backs off exponentially with jitter and the handler keeps what it has, so serving goes
 on with the last known state.
+
+An object the handler cannot take (a non-object `metadata`, labels that are not a string map:
+the API server validates objects, but whatever reaches us is input) is skipped and logged; the
+reflector and everything else it carries go on. A list page is handed over whole, and only
+when the handler fails on it, one object at a time, so the bad ones are found and the rest kept.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,8 +27,12 @@ import orjson
 
 from kubemetrics.api.status import StatusError
 from kubemetrics.kube.client import ApiClient, ApiConnectionError
+from kubemetrics.logs import clip, kv
 
 log = logging.getLogger("kubemetrics.kube")
+
+# At most one line per this many seconds about skipped objects (with how many since the last).
+SKIP_LOG_SECONDS = 60.0
 
 
 class ReflectorHandler(Protocol):
@@ -99,6 +109,9 @@ class Reflector:
         self.last_error: str | None = None
         self._events = 0  # events seen by the current watch
         self.name = settings.name or settings.path
+        self.skipped = 0  # objects the handler could not take, since start
+        self._skips_unlogged = 0
+        self._skip_logged_at: float | None = None
 
     @property
     def has_synced(self) -> bool:
@@ -137,12 +150,14 @@ class Reflector:
                 raise ApiConnectionError(f"list {self._s.path}: response is not an object")
             items = body.get("items") or []
             meta = body.get("metadata") or {}
+            if not isinstance(items, list) or not isinstance(meta, dict):
+                raise ApiConnectionError(f"list {self._s.path}: malformed list response")
             if not begun:
                 self._handler.begin_list()
                 begun = True
-            self._handler.list_page(items)
+            self._take_page(items)
             cont = meta.get("continue")
-            if not cont:
+            if not cont or not isinstance(cont, str):
                 self.resource_version = str(meta.get("resourceVersion") or "")
                 break
             params.pop("resourceVersion", None)  # continue tokens carry their own version
@@ -180,12 +195,52 @@ class Reflector:
                     raise _WatchBroken(f"watch error {code}: {msg}")
                 if not isinstance(obj, dict):
                     raise _WatchBroken(f"watch event {etype} without an object")
-                rv = (obj.get("metadata") or {}).get("resourceVersion")
+                meta = obj.get("metadata")
+                rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
                 if etype != "BOOKMARK":
-                    handler.on_event(etype, obj)
+                    try:
+                        handler.on_event(etype, obj)
+                    except Exception as exc:
+                        self._skip(obj, exc)
                 self._events += 1
-                if rv:
+                if rv and isinstance(rv, str):
                     self.resource_version = rv
+
+    def _take_page(self, items: list[Any]) -> None:
+        try:
+            self._handler.list_page(items)
+        except Exception:
+            # Find the object(s) the handler cannot take; handing the others over again is
+            # harmless (a handler applies a list's objects idempotently).
+            for item in items:
+                try:
+                    self._handler.list_page([item])
+                except Exception as exc:
+                    self._skip(item, exc)
+
+    def _skip(self, obj: Any, exc: Exception) -> None:
+        """Log (at most once a minute, with a count) an object the handler could not take."""
+        self.skipped += 1
+        self._skips_unlogged += 1
+        now = time.monotonic()
+        if self._skip_logged_at is not None and now - self._skip_logged_at < SKIP_LOG_SECONDS:
+            return
+        meta = obj.get("metadata") if isinstance(obj, dict) else None
+        ident = ""
+        if isinstance(meta, dict):
+            ns, name = meta.get("namespace"), meta.get("name")
+            ident = "/".join(str(x) for x in (ns, name) if isinstance(x, str) and x)
+        log.warning(
+            "Skipping a malformed object",
+            extra=kv(
+                reflector=self.name,
+                object=clip(ident, 256),
+                err=clip(f"{type(exc).__name__}: {exc}", 256),
+                skipped=self._skips_unlogged,
+            ),
+        )
+        self._skip_logged_at = now
+        self._skips_unlogged = 0
 
     async def run(self) -> None:
         """List and watch forever (until cancelled)."""
@@ -231,6 +286,11 @@ class Reflector:
                     need_list = True
             except (ApiConnectionError, _WatchBroken) as exc:
                 self._note_error(str(exc))
+                need_list = True
+            except Exception:
+                # A bug, not the API server's doing: say so loudly, keep the state we have and
+                # start over with a relist rather than end the task (and with it, serving).
+                log.exception("%s: unexpected error; relisting", self.name)
                 need_list = True
             delay = self._rng.uniform(backoff / 2, backoff)
             backoff = min(backoff * 2, self._s.backoff_max)

@@ -42,7 +42,7 @@ from kubemetrics.auth.delegation import AuthConfigError, parse_configmap
 from kubemetrics.config import AuthnConfig, ServingConfig
 from kubemetrics.kube.client import ApiClient, ClusterCredentials, TokenSource
 from kubemetrics_sim.certs import Authority
-from tests.helpers.kube import FakeApiServer
+from tests.helpers.kube import FakeApiServer, until
 
 # --- helpers -----------------------------------------------------------------------------------
 
@@ -309,6 +309,9 @@ def test_configmap_parsing() -> None:
         parse_configmap({"requestheader-client-ca-file": ca, "requestheader-allowed-names": "x"})
     with pytest.raises(ValueError, match="no valid PEM"):
         parse_configmap({"client-ca-file": "not pem"})
+    for malformed in (["client-ca-file"], "data", {"client-ca-file": 7}):
+        with pytest.raises(ValueError, match="not a map of strings"):
+            parse_configmap(malformed)  # type: ignore[arg-type]
 
 
 # --- the chain over TLS -------------------------------------------------------------------------
@@ -747,5 +750,48 @@ def test_tls_cipher_suites_restrict_tls12(tmp_path: Path) -> None:
         finally:
             await runner.cleanup()
             await tls.close()
+
+    run(main())
+
+
+def test_a_malformed_configmap_event_does_not_stop_ca_rotation(tmp_path: Path) -> None:
+    """Watch events the handler cannot take (metadata not an object, data not a string map)
+    are skipped, the last good CA stays, and a later rotation still applies: before, the
+    first of them ended the watcher for good (and CA rotation with it, silently)."""
+    first = Authority.create("first-ca").cert_pem.decode()
+    second = Authority.create("second-ca").cert_pem.decode()
+    name = "extension-apiserver-authentication"
+    fake = FakeApiServer()
+    fake.configmap = (200, {"client-ca-file": first})
+    fake.configmap_watchable = True
+
+    async def main() -> None:
+        async with fake_apiserver(fake) as client:
+            src = DelegatedAuthentication(AuthnConfig(), client)
+            await src.start()
+            try:
+                assert src.reflector is not None
+                await until(lambda: fake.watching() == 1, "the ConfigMap watch")
+                await fake.push_configmap_event("MODIFIED", {"metadata": "not an object"})
+                await fake.push_configmap_event(
+                    "MODIFIED", {"metadata": {"name": name}, "data": ["not", "a", "map"]}
+                )
+                await fake.push_configmap_event(
+                    "MODIFIED", {"metadata": {"name": name}, "data": {"client-ca-file": 7}}
+                )
+                await until(
+                    lambda: src.reflector is not None and src.reflector.skipped >= 1, "skip"
+                )
+                ca = src.client_ca()
+                assert ca is not None and ca.pem.decode() == first  # the last good one
+                await fake.push_configmap_event(
+                    "MODIFIED", {"metadata": {"name": name}, "data": {"client-ca-file": second}}
+                )
+                await until(
+                    lambda: (c := src.client_ca()) is not None and c.pem.decode() == second,
+                    "the rotated CA",
+                )
+            finally:
+                await src.close()
 
     run(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from kubemetrics.kube import (
     load_incluster_credentials,
     load_kubeconfig_credentials,
 )
+from kubemetrics.kube.client import _lines
 from kubemetrics.kube.discovery import POD_LIST_ACCEPT, POD_WATCH_ACCEPT, node_target
 from tests.helpers.kube import (
     CA,
@@ -536,3 +538,72 @@ def test_post_json_round_trips_a_review(tmp_path: Path) -> None:
             assert headers["Authorization"] == f"Bearer {TOKEN}"
 
     run(main())
+
+
+# ---------------------------------------------------------------- malformed input
+
+
+def test_malformed_objects_are_skipped_and_discovery_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Objects the handlers cannot take, in the first list and later in the watch: each is
+    skipped and logged, everything else is kept and followed (before, the first one ended
+    the discovery task, and with it the process)."""
+
+    async def main() -> None:
+        async with api_server(tmp_path) as (server, creds):
+            await seed(server)
+            await server.put_raw("nodes", "/meta-string", {"kind": "Node", "metadata": "x"})
+            await server.put_raw(
+                "nodes", "/status-string", {"metadata": {"name": "n9"}, "status": "garbage"}
+            )
+            await server.put_raw(
+                "pods",
+                "default/labels-list",
+                {
+                    "metadata": {"namespace": "default", "name": "odd", "labels": ["a"]},
+                    "status": {"phase": "Running"},
+                },
+            )
+            async with discovery(creds) as (d, inv):
+                assert set(inv.nodes) == {"n1", "n2"} and set(d.targets) == {"n1", "n2"}
+                assert ("default", "odd") not in inv.pods and len(inv.pods) == 3
+                await server.put_raw("nodes", "/meta-number", {"metadata": 42})
+                await server.put_raw("pods", "x/meta-list", {"metadata": ["x"]})
+                await server.put("nodes", node("n4", addresses=[("InternalIP", "10.0.0.4")]))
+                await server.put("pods", pod("default", "web-9", app="web"))
+                await until(
+                    lambda: "n4" in d.targets and ("default", "web-9") in inv.pods,
+                    "the watch to go on past the malformed objects",
+                )
+                assert d.node_reflector.skipped == 3 and d.pod_reflector.skipped >= 1
+                assert "n9" not in d.targets and "n9" not in inv.nodes
+
+    with caplog.at_level(logging.WARNING, logger="kubemetrics.kube"):
+        run(main())
+    skipped = [r for r in caplog.records if r.getMessage() == "Skipping a malformed object"]
+    assert skipped  # logged (at most once a minute per reflector, with a count)
+
+
+def test_watch_lines_are_joined_in_linear_time() -> None:
+    """A 32 MiB event arriving in 128-byte chunks: joined once at its end (about a second).
+    Concatenating per chunk copies ~4 TB (4 MiB that way took 4 s here, and it grows with the
+    square), which no machine finishes in the minute this test allows."""
+    line = b'{"type":"ADDED","object":{"pad":"' + b"p" * (32 << 20) + b'"}}'
+    stream = line + b"\n" + b'{"type":"BOOKMARK"}\n'
+
+    class Content:
+        async def iter_any(self) -> AsyncIterator[bytes]:
+            for i in range(0, len(stream), 128):
+                if i % (1 << 20) == 0:
+                    await asyncio.sleep(0)  # a real stream suspends: the test's timeout can act
+                yield stream[i : i + 128]
+
+    class Response:
+        content = Content()
+
+    async def main() -> list[bytes]:
+        return [x async for x in _lines(Response(), "/watch")]  # type: ignore[arg-type]
+
+    got = run(main(), timeout=60)
+    assert got == [line, b'{"type":"BOOKMARK"}']
