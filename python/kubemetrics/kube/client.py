@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import ssl
 import sys
 import tempfile
@@ -30,6 +31,11 @@ log = logging.getLogger("kubemetrics.kube")
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # How often a rotating token file is re-read (client-go re-reads projected tokens every minute).
 TOKEN_REFRESH_SECONDS = 60.0
+# The longest a credential refresh (a token file, the kubeconfig loader and its exec plugin)
+# may take before it is given up (and the plugin's processes killed).
+CREDENTIAL_REFRESH_TIMEOUT = 30.0
+# How long the caller that starts a refresh waits for it while an older value can still be used.
+STALE_WAIT_SECONDS = 1.0
 # Bound on error bodies and on one watch event; a full list body is not bounded (it is the
 # cluster's size) but is read once.
 _MAX_ERROR_BODY = 1 << 20
@@ -46,6 +52,13 @@ class TokenSource:
     ``reader`` (when given) produces a fresh header value; it is called at most once per
     ``refresh_seconds`` and again after :meth:`invalidate` (a 401). A failing reader keeps the
     previous value so a half-written rotation never drops the credential.
+
+    A refresh may not hold anyone up for long: it runs as one task, cancelled (and a credential
+    plugin's process killed) after ``refresh_timeout``; the caller that starts it waits at most
+    ``stale_wait`` for the fresh value when a previous one exists, and carries on with that one
+    otherwise, as does everyone else meanwhile. Only without any value yet does a caller wait
+    for the refresh (and get `ConfigError` if it fails): a hung exec plugin fails a scrape
+    tick, never the scrape loop or the API client.
     """
 
     def __init__(
@@ -54,14 +67,18 @@ class TokenSource:
         *,
         reader: Callable[[], Awaitable[str | None]] | None = None,
         refresh_seconds: float = TOKEN_REFRESH_SECONDS,
+        refresh_timeout: float = CREDENTIAL_REFRESH_TIMEOUT,
+        stale_wait: float = STALE_WAIT_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._header = header
         self._reader = reader
         self._refresh = refresh_seconds
+        self._refresh_timeout = refresh_timeout
+        self._stale_wait = stale_wait
         self._clock = clock
         self._read_at: float | None = None
-        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_file(cls, path: str, *, refresh_seconds: float = TOKEN_REFRESH_SECONDS) -> TokenSource:
@@ -91,20 +108,37 @@ class TokenSource:
     async def authorization(self) -> str | None:
         if not self._due():
             return self._header
-        async with self._lock:
-            if self._due() and self._reader is not None:
-                try:
-                    value = await self._reader()
-                except (OSError, ConfigError) as exc:
-                    if self._header is None:
-                        raise ConfigError(f"cannot read credentials: {exc}") from exc
-                    log.warning("Keeping the previous token: cannot re-read it: %s", exc)
-                else:
-                    if value != self._header and self._header is not None:
-                        log.info("Bearer token rotated")
-                    self._header = value
-                self._read_at = self._clock()
+        task = self._task
+        started = task is None or task.done()
+        if task is None or task.done():
+            task = self._task = asyncio.get_running_loop().create_task(
+                self._run_refresh(), name="credential-refresh"
+            )
+        if self._header is None:
+            await asyncio.shield(task)  # raises ConfigError when no value could be read
+        elif started:
+            await asyncio.wait({task}, timeout=self._stale_wait)
         return self._header
+
+    async def _run_refresh(self) -> None:
+        assert self._reader is not None
+        try:
+            async with asyncio.timeout(self._refresh_timeout):
+                value = await self._reader()
+        except (OSError, ConfigError, TimeoutError) as exc:
+            why = (
+                f"no answer within {self._refresh_timeout:g}s"
+                if isinstance(exc, TimeoutError)
+                else str(exc)
+            )
+            if self._header is None:
+                raise ConfigError(f"cannot read credentials: {why}") from exc
+            log.warning("Keeping the previous token: cannot re-read it: %s", why)
+        else:
+            if value != self._header and self._header is not None:
+                log.info("Bearer token rotated")
+            self._header = value
+        self._read_at = self._clock()
 
 
 def _read_text(path: str) -> str:
@@ -195,8 +229,21 @@ async def load_kubeconfig_credentials(path: str, context: str | None = None) -> 
         context or "",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        # Its own process group: an exec plugin it runs goes down with it.
+        start_new_session=True,
     )
-    out, err = await proc.communicate()
+    try:
+        async with asyncio.timeout(CREDENTIAL_REFRESH_TIMEOUT):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        await _kill_group(proc)
+        raise ConfigError(
+            f"cannot load kubeconfig {path}: no answer within {CREDENTIAL_REFRESH_TIMEOUT:g}s "
+            "(a credential plugin that hangs?)"
+        ) from None
+    except BaseException:
+        await _kill_group(proc)
+        raise
     if proc.returncode != 0:
         detail = err.decode(errors="replace").strip().splitlines()
         raise ConfigError(f"cannot load kubeconfig {path}: {detail[-1] if detail else 'failed'}")
@@ -233,6 +280,15 @@ async def load_kubeconfig_credentials(path: str, context: str | None = None) -> 
         tls_server_name=data.get("tls_server_name"),
         source=f"kubeconfig {path}",
     )
+
+
+async def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    """Kill the loader and whatever it started (an exec plugin), and reap the loader."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    await asyncio.shield(proc.wait())
 
 
 async def load_incluster_credentials(

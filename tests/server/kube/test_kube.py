@@ -12,6 +12,9 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
+import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ from kubemetrics.kube import (
     load_incluster_credentials,
     load_kubeconfig_credentials,
 )
+from kubemetrics.kube import client as kube_client
 from kubemetrics.kube.client import _lines
 from kubemetrics.kube.discovery import POD_LIST_ACCEPT, POD_WATCH_ACCEPT, node_target
 from tests.helpers.kube import (
@@ -607,3 +611,47 @@ def test_watch_lines_are_joined_in_linear_time() -> None:
 
     got = run(main(), timeout=60)
     assert got == [line, b'{"type":"BOOKMARK"}']
+
+
+def test_a_hung_exec_plugin_is_given_up_and_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kubeconfig loader runs an exec credential plugin that never finishes: loading
+    fails after the refresh timeout (3 s here) with a clear error, and the plugin's process is
+    killed with the loader's (before, the load, and every tick after it, waited for ever)."""
+    monkeypatch.setattr(kube_client, "CREDENTIAL_REFRESH_TIMEOUT", 3.0)
+    pid_file = tmp_path / "plugin.pid"
+    plugin = tmp_path / "plugin.sh"
+    plugin.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 300\n")
+    plugin.chmod(0o755)
+    ca = CA(tmp_path)
+    config = kubeconfig(tmp_path / "kubeconfig", "https://127.0.0.1:1", ca, token=None).read_bytes()
+    cfg = orjson.loads(config)
+    cfg["users"][0]["user"] = {
+        "exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": str(plugin)}
+    }
+    (tmp_path / "kubeconfig").write_bytes(orjson.dumps(cfg))
+
+    def plugin_alive() -> bool:
+        if not pid_file.exists() or not pid_file.read_text().strip():
+            return False
+        pid = int(pid_file.read_text())
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] != "Z"
+
+    try:
+        with pytest.raises(ConfigError, match=r"no answer within 3s \(a credential plugin"):
+            run(load_kubeconfig_credentials(str(tmp_path / "kubeconfig")), timeout=60)
+        assert pid_file.exists()  # the plugin did start
+        deadline = time.monotonic() + 10
+        while plugin_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not plugin_alive()
+    finally:
+        if pid_file.exists() and pid_file.read_text().strip():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)

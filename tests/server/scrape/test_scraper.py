@@ -881,3 +881,50 @@ def test_unsolicited_data_on_a_pooled_connection_closes_it(tmp_path: Path) -> No
         assert connections == 2
 
     run(main())
+
+
+def test_a_hung_credential_refresh_fails_the_tick_not_the_loop(tmp_path: Path) -> None:
+    """A credential reader that never answers (an exec plugin stuck on a dead IAM endpoint):
+    while a token exists the tick waits about a second and uses it; without one the tick
+    fails every node once the refresh gives up (here after 1 s), and the next tick runs.
+    Before, every tick waited on the refresh for ever."""
+
+    async def main() -> None:
+        ca = CA(tmp_path)
+        cancelled = asyncio.Event()
+
+        async def hang() -> str | None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return None
+
+        async with kubelets(ca, "ok") as fleet:
+            targets = {k.name: k.target() for k in fleet}
+            stale = TokenSource("Bearer current", reader=hang, refresh_timeout=1.0)
+            stale.invalidate()  # a 401 asked for a fresh one
+            creds = ClusterCredentials(
+                server="https://127.0.0.1:1", ca_pem=ca.cert_pem.decode(), token=stale
+            )
+            s = Scraper(targets, RecordingStore(), kubelet_settings(creds), fast())
+            await asyncio.wait_for(s.tick(), 20)
+            assert s.failing == {} and fleet[0].auth_headers == ["Bearer current"]
+            await asyncio.wait_for(cancelled.wait(), 20)  # the refresh was given up
+            await s.close()
+
+            cancelled.clear()
+            none = TokenSource(reader=hang, refresh_timeout=1.0)
+            creds = ClusterCredentials(
+                server="https://127.0.0.1:1", ca_pem=ca.cert_pem.decode(), token=none
+            )
+            s = Scraper(targets, RecordingStore(), kubelet_settings(creds), fast())
+            for _ in range(2):
+                await asyncio.wait_for(s.tick(), 20)
+                assert all("no answer within 1s" in m for m in s.failing.values()), s.failing
+                assert set(s.failing) == set(targets)
+            assert cancelled.is_set() and fleet[0].auth_headers == ["Bearer current"]
+            await s.close()
+
+    run(main())
