@@ -127,6 +127,7 @@ class Server:
             ScrapeSettings(resolution=c.metric_resolution),
             metrics,
         )
+        metrics.sources.append(scraper.collect)
         cycle = Cycle(scraper, store, discovery, metrics, c.metric_resolution)
         health = standard_checks(
             informers_synced=lambda: discovery.has_synced,

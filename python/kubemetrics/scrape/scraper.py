@@ -22,15 +22,23 @@ from typing import Literal, Protocol
 
 import aiohttp
 
+from kubemetrics.budget import ByteBudget, Holding
 from kubemetrics.config import ConfigError
 from kubemetrics.kube.client import ClusterCredentials, TokenSource, make_ssl_context
 from kubemetrics.kube.discovery import NodeTarget
 from kubemetrics.logs import StateLog, kv
 from kubemetrics.scrape.transport import KubeletConnector
+from kubemetrics.selfmetrics import MetricWriter
 
 log = logging.getLogger("kubemetrics.scraper")
 
 DEFAULT_MAX_BODY_BYTES = 16 << 20
+# Kubelet bodies in flight (read, not yet ingested) across concurrent scrapes: each scrape may
+# hold this much on its own (a 250-pod node with 2 containers each sends ~210 KiB) and borrow
+# beyond it from one shared pool, so the most they hold is max_concurrency x allowance + pool
+# (64 MiB by default) instead of max_concurrency x DEFAULT_MAX_BODY_BYTES (2 GiB).
+BODY_ALLOWANCE_BYTES = 256 << 10
+BODY_POOL_BYTES = 32 << 20
 
 
 class Ingestor(Protocol):
@@ -143,6 +151,8 @@ class ScrapeSettings:
     max_concurrency: int = 128
     stagger_per_node: float = 0.008
     max_stagger: float = 4.0
+    body_allowance_bytes: int = BODY_ALLOWANCE_BYTES
+    body_pool_bytes: int = BODY_POOL_BYTES
 
 
 class _ScrapeFailed(Exception):
@@ -173,6 +183,7 @@ class Scraper:
         self._ssl = kubelet.ssl_context()
         self._session: aiohttp.ClientSession | None = None
         self._sem: asyncio.Semaphore | None = None
+        self.body_budget = ByteBudget(settings.body_pool_bytes, settings.body_allowance_bytes)
         # node -> reason, for nodes whose last scrape failed.
         self.failing: dict[str, str] = {}
         # One log line per change of a node's state, not one per tick.
@@ -237,6 +248,12 @@ class Scraper:
                 tg.create_task(self._scrape(session, target, delay, headers))
         self.ticks += 1
 
+    def collect(self, w: MetricWriter) -> None:
+        """The body budget, for /metrics."""
+        name = "kubemetrics_kubelet_body_budget_refused_total"
+        w.header(name, "Kubelet responses failed for want of room in the body budget.", "counter")
+        w.sample(name, [], self.body_budget.refused)
+
     def forget(self, node: str) -> None:
         """The node left the cluster: drop its failure state (and its state-log entry)."""
         self.failing.pop(node, None)
@@ -259,8 +276,9 @@ class Scraper:
             started = time.monotonic()
             wall = time.time()
             error: tuple[str, str] | None = None
+            held = self.body_budget.holding()
             try:
-                body = await self._fetch(session, target, headers)
+                body = await self._fetch(session, target, headers, held)
                 # The time just before sending stamps samples that carry no timestamp.
                 self._store.ingest(target.name, body, int(wall * 1000))
             except _ScrapeFailed as exc:
@@ -274,10 +292,16 @@ class Scraper:
             except Exception as exc:  # a bug must not take the other nodes down
                 log.exception("Unexpected error scraping node", extra=kv(node=target.name))
                 error = ("error", f"{type(exc).__name__}: {exc}")
+            finally:
+                held.release()
             self._record(target.name, time.monotonic() - started, error, wall)
 
     async def _fetch(
-        self, session: aiohttp.ClientSession, target: NodeTarget, headers: dict[str, str]
+        self,
+        session: aiohttp.ClientSession,
+        target: NodeTarget,
+        headers: dict[str, str],
+        held: Holding,
     ) -> bytes:
         url = f"{self._k.scheme}://{target.hostport}{target.path}"
         limit = self._k.max_body_bytes
@@ -301,6 +325,12 @@ class Scraper:
                 size += len(chunk)
                 if size > limit:
                     raise _ScrapeFailed("too-large", f"response too large: over {limit} bytes")
+                if not held.grow(len(chunk)):
+                    raise _ScrapeFailed(
+                        "body-budget",
+                        f"response of over {size} bytes does not fit the budget for kubelet "
+                        "bodies in flight (other nodes' bodies hold it)",
+                    )
                 chunks.append(chunk)
         return b"".join(chunks)
 

@@ -14,6 +14,7 @@ import logging
 import ssl
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -67,7 +68,7 @@ def big_body(node: str) -> bytes:
 
 
 class Kubelet:
-    """One fake kubelet. ``mode``: ok, slow, error, garbage, huge, hang-body."""
+    """One fake kubelet. ``mode``: ok, slow, error, garbage, big, slowbig, huge."""
 
     def __init__(self, name: str, mode: str = "ok", path: str = "/metrics/resource") -> None:
         self.name = name
@@ -94,6 +95,15 @@ class Kubelet:
             return web.Response(body=b"<html>not metrics</html>")
         if self.mode == "big":
             return web.Response(body=big_body(self.name), content_type="text/plain")
+        if self.mode == "slowbig":  # ~3 MiB over about a second
+            resp = web.StreamResponse()
+            resp.content_type = "text/plain"
+            await resp.prepare(request)
+            body = big_body(self.name)
+            for i in range(0, len(body), 65536):
+                await resp.write(body[i : i + 65536])
+                await asyncio.sleep(0.02)
+            return resp
         if self.mode == "huge":
             resp = web.StreamResponse()
             await resp.prepare(request)
@@ -926,5 +936,32 @@ def test_a_hung_credential_refresh_fails_the_tick_not_the_loop(tmp_path: Path) -
                 assert set(s.failing) == set(targets)
             assert cancelled.is_set() and fleet[0].auth_headers == ["Bearer current"]
             await s.close()
+
+    run(main())
+
+
+def test_kubelet_bodies_in_flight_share_one_budget(tmp_path: Path) -> None:
+    """Two kubelets each sending a ~3 MiB body at the same time against a 4 MiB pool (256 KiB
+    free per scrape): one body cannot be held and that node alone fails this tick; a small
+    body never needs the pool; the pool is never overdrawn and is returned after the tick."""
+
+    async def main() -> None:
+        ca = CA(tmp_path)
+        async with kubelets(ca, "slowbig", "slowbig", "ok") as fleet:
+            targets = {k.name: k.target() for k in fleet}
+            store = RecordingStore()
+            settings = replace(fast(), body_pool_bytes=4 << 20, body_allowance_bytes=256 << 10)
+            scraper = Scraper(targets, store, kubelet_settings(creds_for(ca)), settings)
+            await scraper.tick()
+            await scraper.close()
+            budget = scraper.body_budget
+            failed = {n: m for n, m in scraper.failing.items()}
+            assert len(failed) == 1, failed
+            assert "budget for kubelet bodies in flight" in next(iter(failed.values()))
+            assert fleet[2].name not in failed
+            ingested = {n for n, _, _ in store.ingested}
+            assert ingested == {k.name for k in fleet} - set(failed)
+            assert budget.refused >= 1 and budget.peak <= budget.pool
+            assert budget.in_use == 0
 
     run(main())
