@@ -138,6 +138,7 @@ class Server:
         )
         inflight = InflightLimit(c.serving.max_requests_inflight)
         metrics.sources.append(inflight.collect)
+        metrics.sources.append(security.collect)
         app = build_app(
             ApiDependencies(
                 snapshot=cycle.current,

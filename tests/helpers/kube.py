@@ -8,8 +8,9 @@ project does not use pytest-asyncio.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -183,6 +184,9 @@ class FakeApiServer:
         self.configmap_watchable = False  # a ConfigMap watch stays open for pushed events
         self._configmap_events: list[dict[str, Any]] = []
         self.fail_reviews = False  # answer reviews with a Status failure
+        self.review_delay = 0.0  # seconds each review takes
+        self.reviews_in_flight: dict[str, int] = {"tokenreviews": 0, "subjectaccessreviews": 0}
+        self.max_reviews_in_flight: dict[str, int] = dict(self.reviews_in_flight)
         self.token_reviews: list[dict[str, Any]] = []
         self.access_reviews: list[dict[str, Any]] = []
         self.rv = 100
@@ -295,7 +299,28 @@ class FakeApiServer:
 
     # -- serving
 
+    @contextlib.asynccontextmanager
+    async def _reviewing(self, kind: str) -> AsyncIterator[None]:
+        self.reviews_in_flight[kind] += 1
+        self.max_reviews_in_flight[kind] = max(
+            self.max_reviews_in_flight[kind], self.reviews_in_flight[kind]
+        )
+        try:
+            if self.review_delay:
+                await asyncio.sleep(self.review_delay)
+            yield
+        finally:
+            self.reviews_in_flight[kind] -= 1
+
     async def _token_review(self, request: web.Request) -> web.StreamResponse:
+        async with self._reviewing("tokenreviews"):
+            return await self._token_review_now(request)
+
+    async def _sar(self, request: web.Request) -> web.StreamResponse:
+        async with self._reviewing("subjectaccessreviews"):
+            return await self._sar_now(request)
+
+    async def _token_review_now(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.path, dict(request.query), dict(request.headers)))
         body = orjson.loads(await request.read())
         assert body["apiVersion"] == "authentication.k8s.io/v1" and body["kind"] == "TokenReview"
@@ -310,7 +335,7 @@ class FakeApiServer:
         )
         return web.json_response({**body, "status": status}, status=201)
 
-    async def _sar(self, request: web.Request) -> web.StreamResponse:
+    async def _sar_now(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.path, dict(request.query), dict(request.headers)))
         body = orjson.loads(await request.read())
         assert body["apiVersion"] == "authorization.k8s.io/v1"

@@ -37,11 +37,13 @@ async def serve_tls(
     limits: ListenerLimits | None = None,
     *,
     client_ca: bool = False,
+    ca: CA | None = None,
 ) -> AsyncIterator[Served]:
-    """Serve `app` until the block ends. `client_ca`: ask for client certificates from the
-    same CA (they reach the app as `request.transport`'s peer certificate)."""
+    """Serve `app` until the block ends (the serving pair from `ca`, else a new CA).
+    `client_ca`: ask for client certificates from the same CA (they reach the app as
+    `request.transport`'s peer certificate)."""
     limits = limits or ListenerLimits()
-    ca = CA(tmp_path)
+    ca = ca or CA(tmp_path)
     ctx = ca.server_context(ca.issue("server"))
     if client_ca:
         ctx.verify_mode = ssl.CERT_OPTIONAL

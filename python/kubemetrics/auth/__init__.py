@@ -4,6 +4,10 @@
 the authentication sources (flags + the watched `extension-apiserver-authentication`
 ConfigMap), the authenticator chain and the delegating authorizer for `api.routes`; then
 `serving_tls()` gives the listener a TLS context that follows the serving files and the CAs.
+
+TokenReviews and SubjectAccessReviews each get a connection pool of their own (neither shares
+one with the other, nor with the reflectors' list+watch) sized to their budget's concurrency
+(`auth.throttle`): a flood of one kind cannot stall the other, nor discovery.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from kubemetrics.auth.authn import (
 )
 from kubemetrics.auth.authz import DelegatingAuthorizer
 from kubemetrics.auth.delegation import AuthConfigError, DelegatedAuthentication
+from kubemetrics.auth.throttle import ReviewBudget, collect_reviews
 from kubemetrics.auth.tls import DynamicServingTLS, TLSConfigError, build_context
 from kubemetrics.config import Config, ConfigError
 from kubemetrics.kube.client import ApiClient, load_credentials
+from kubemetrics.selfmetrics import MetricWriter
 
 __all__ = [
     "AuthConfigError",
@@ -48,6 +54,10 @@ class Security:
     tokens: TokenReviewAuthenticator
     tls: DynamicServingTLS | None = None
     clients: list[ApiClient] = field(default_factory=list)  # opened here, closed by close()
+
+    def collect(self, w: MetricWriter) -> None:
+        """The review budgets, for /metrics."""
+        collect_reviews(w, [self.tokens.budget, self.authorizer.budget])
 
     @property
     def requests_client_certs(self) -> bool:
@@ -105,7 +115,24 @@ async def start_security(config: Config, client: ApiClient) -> Security:
         for c in opened:
             await c.close()
         raise
-    tokens = TokenReviewAuthenticator(authn_client, config.authn.token_webhook_cache_ttl)
+    token_budget = ReviewBudget("tokenreviews")
+    access_budget = ReviewBudget("subjectaccessreviews")
+    # Pools of their own (same credentials): reviews never wait behind the reflectors' lists
+    # or behind each other.
+    token_client = ApiClient(
+        authn_client.creds,
+        user_agent="kubemetrics/tokenreviews",
+        connections=token_budget.concurrency,
+    )
+    access_client = ApiClient(
+        authz_client.creds,
+        user_agent="kubemetrics/subjectaccessreviews",
+        connections=access_budget.concurrency,
+    )
+    opened += [token_client, access_client]
+    tokens = TokenReviewAuthenticator(
+        token_client, config.authn.token_webhook_cache_ttl, budget=token_budget
+    )
     chain = AuthenticatorChain(
         [
             RequestHeaderAuthenticator(sources.request_header),
@@ -114,10 +141,11 @@ async def start_security(config: Config, client: ApiClient) -> Security:
         ]
     )
     authorizer = DelegatingAuthorizer(
-        authz_client,
+        access_client,
         always_allow_groups=config.authz.always_allow_groups,
         always_allow_paths=config.authz.always_allow_paths,
         allowed_ttl=config.authz.cache_authorized_ttl,
         denied_ttl=config.authz.cache_unauthorized_ttl,
+        budget=access_budget,
     )
     return Security(sources, chain, authorizer, tokens, clients=opened)

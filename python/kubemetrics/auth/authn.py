@@ -34,8 +34,9 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kubemetrics.api.hooks import ANONYMOUS, AuthenticationError, UserInfo
-from kubemetrics.api.status import StatusError
+from kubemetrics.api.status import StatusError, too_many_requests
 from kubemetrics.auth.cache import TTLCache
+from kubemetrics.auth.throttle import ReviewBudget, ReviewThrottled
 from kubemetrics.kube.client import ApiConnectionError
 
 log = logging.getLogger("kubemetrics.auth")
@@ -44,6 +45,7 @@ AUTHENTICATED = "system:authenticated"
 UNAUTHENTICATED = "system:unauthenticated"
 TOKEN_REVIEW_PATH = "/apis/authentication.k8s.io/v1/tokenreviews"
 REVIEW_TIMEOUT = 10.0  # seconds per review request
+THROTTLED_RETRY_AFTER = 1  # Retry-After of a request whose review the budget refused
 VERIFIED_TTL = 60.0  # seconds a successful client-certificate verification is reused
 
 
@@ -326,6 +328,13 @@ class TokenAnswer:
     error: str = ""
 
 
+def client_of(request: web.Request) -> str:
+    """The client's address: whose fair share of the TokenReview budget a request spends."""
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+
+
 def bearer_token(request: web.Request) -> str | None:
     """The token of `Authorization: Bearer TOKEN` (scheme case-insensitive), else None."""
     auth = request.headers.get("Authorization", "").strip()
@@ -341,7 +350,10 @@ class TokenReviewAuthenticator:
     """Step 3: bearer tokens checked with `TokenReview` (authentication.k8s.io/v1).
 
     Accepted and rejected answers are cached for `ttl` seconds under a SHA-256 of the token (the
-    token itself is never kept); a review that could not be made is not cached.
+    token itself is never kept), as upstream caches both; rejections in a partition of their
+    own, so bogus tokens never push out accepted ones. A review that could not be made is not
+    cached. Reviews are made within `budget` (`auth.throttle`), each client address its fair
+    share; past it the request is answered 429.
     """
 
     def __init__(
@@ -350,12 +362,16 @@ class TokenReviewAuthenticator:
         ttl: float = 10.0,
         *,
         audiences: tuple[str, ...] = (),
+        budget: ReviewBudget | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._client = client
         self._audiences = audiences
+        self.budget = budget or ReviewBudget("tokenreviews")
         kwargs: dict[str, Any] = {"clock": clock} if clock is not None else {}
-        self._cache: TTLCache[bytes, TokenAnswer] = TTLCache(lambda _a: ttl, **kwargs)
+        self._cache: TTLCache[bytes, TokenAnswer] = TTLCache(
+            lambda _a: ttl, expendable=lambda a: a.user is None, **kwargs
+        )
         self.reviews = 0  # TokenReviews sent, for tests and debugging
 
     @property
@@ -369,22 +385,25 @@ class TokenReviewAuthenticator:
         if self._client is None:
             raise AuthenticationError("bearer token given but no authentication-kubeconfig")
         key = hashlib.sha256(token.encode()).digest()
-        answer = await self._cache.get_or_load(key, lambda: self._review(token))
+        answer = await self._cache.get_or_load(key, lambda: self._review(token, client_of(request)))
         if answer.user is None:
             raise AuthenticationError(f"token rejected: {answer.error or 'invalid bearer token'}")
         return answer.user
 
-    async def _review(self, token: str) -> TokenAnswer:
+    async def _review(self, token: str, caller: str) -> TokenAnswer:
         assert self._client is not None
         spec: dict[str, Any] = {"token": token}
         if self._audiences:
             spec["audiences"] = list(self._audiences)
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
-        self.reviews += 1
         try:
-            out = await self._client.post_json(
-                TOKEN_REVIEW_PATH, body, request_timeout=REVIEW_TIMEOUT
-            )
+            async with self.budget.slot(caller):
+                self.reviews += 1
+                out = await self._client.post_json(
+                    TOKEN_REVIEW_PATH, body, request_timeout=REVIEW_TIMEOUT
+                )
+        except ReviewThrottled:
+            raise StatusError(too_many_requests(THROTTLED_RETRY_AFTER)) from None
         except (StatusError, ApiConnectionError) as e:
             # Not an answer about the token: refuse this request, ask again next time.
             raise AuthenticationError(f"TokenReview failed: {e}") from None

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubemetrics.api.hooks import ALLOW, Decision, RequestAttributes, UserInfo
-from kubemetrics.api.status import StatusError, withheld_internal_error
-from kubemetrics.auth.authn import REVIEW_TIMEOUT, ReviewClient
+from kubemetrics.api.status import StatusError, too_many_requests, withheld_internal_error
+from kubemetrics.auth.authn import REVIEW_TIMEOUT, THROTTLED_RETRY_AFTER, ReviewClient
 from kubemetrics.auth.cache import TTLCache
+from kubemetrics.auth.throttle import ReviewBudget, ReviewThrottled
 from kubemetrics.kube.client import ApiConnectionError
 from kubemetrics.logs import kv
 
@@ -114,14 +115,21 @@ class DelegatingAuthorizer:
         always_allow_paths: tuple[str, ...] = ("/healthz", "/readyz", "/livez"),
         allowed_ttl: float = 10.0,
         denied_ttl: float = 10.0,
+        budget: ReviewBudget | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._client = client
         self._groups = frozenset(always_allow_groups)
         self._paths = PathMatcher(always_allow_paths)
+        # Each user spends their own fair share (auth.throttle); past it, 429.
+        self.budget = budget or ReviewBudget("subjectaccessreviews")
         kwargs: dict[str, Any] = {"clock": clock} if clock is not None else {}
+        # Denials in their own partition: a stream of denied requests never evicts what
+        # allowed users are answered from.
         self._cache: TTLCache[tuple[Any, ...], _Answer] = TTLCache(
-            lambda a: allowed_ttl if a.decision.allowed else denied_ttl, **kwargs
+            lambda a: allowed_ttl if a.decision.allowed else denied_ttl,
+            expendable=lambda a: not a.decision.allowed,
+            **kwargs,
         )
         self.reviews = 0  # SubjectAccessReviews sent, for tests and debugging
 
@@ -143,11 +151,16 @@ class DelegatingAuthorizer:
 
     async def _review(self, a: RequestAttributes) -> _Answer:
         assert self._client is not None
-        self.reviews += 1
         try:
-            out = await self._client.post_json(
-                SUBJECT_ACCESS_REVIEW_PATH, subject_access_review(a), request_timeout=REVIEW_TIMEOUT
-            )
+            async with self.budget.slot(a.user.name):
+                self.reviews += 1
+                out = await self._client.post_json(
+                    SUBJECT_ACCESS_REVIEW_PATH,
+                    subject_access_review(a),
+                    request_timeout=REVIEW_TIMEOUT,
+                )
+        except ReviewThrottled:
+            raise StatusError(too_many_requests(THROTTLED_RETRY_AFTER)) from None
         except (StatusError, ApiConnectionError) as e:
             raise _withheld("SubjectAccessReview failed", str(e)) from None
         status = out.get("status") if isinstance(out, dict) else None

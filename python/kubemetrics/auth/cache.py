@@ -3,6 +3,10 @@
 TokenReview and SubjectAccessReview answers are cached like client-go's webhook caches (10 s by
 default). Concurrent misses on the same key share one review: a burst of requests from one user
 (kubectl top fans out) sends one request to the API server, not one each.
+
+Answers can be kept in two partitions of `max_entries` each (`expendable(value)` picks the
+second): refusals go there, so a flood of bogus tokens or denied requests evicts other
+refusals, never the answers legitimate users are being served from.
 """
 
 from __future__ import annotations
@@ -28,41 +32,48 @@ class TTLCache(Generic[K, V]):
         ttl_for: Callable[[V], float],
         *,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        expendable: Callable[[V], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ttl_for = ttl_for
         self._max = max_entries
+        self._expendable = expendable
         self._clock = clock
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._refusals: OrderedDict[K, tuple[float, V]] = OrderedDict()
         self._inflight: dict[K, asyncio.Future[V]] = {}
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._refusals)
 
     def get(self, key: K) -> V | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        expires, value = entry
-        if self._clock() >= expires:
-            del self._entries[key]
-            return None
-        return value
+        for part in (self._entries, self._refusals):
+            entry = part.get(key)
+            if entry is None:
+                continue
+            expires, value = entry
+            if self._clock() >= expires:
+                del part[key]
+                return None
+            return value
+        return None
 
     def put(self, key: K, value: V) -> None:
         ttl = self._ttl_for(value)
+        self._entries.pop(key, None)
+        self._refusals.pop(key, None)
         if ttl <= 0:
-            self._entries.pop(key, None)
             return
-        self._entries[key] = (self._clock() + ttl, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        part = self._refusals if self._expendable and self._expendable(value) else self._entries
+        part[key] = (self._clock() + ttl, value)
+        while len(part) > self._max:
+            part.popitem(last=False)
 
     def clear(self) -> None:
         self._entries.clear()
+        self._refusals.clear()
 
     async def get_or_load(
         self,
