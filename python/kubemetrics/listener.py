@@ -66,9 +66,10 @@ HEADER_POOL_BYTES = 16 << 20
 MAX_HEADERS = 4096
 # When accept() fails for want of descriptors, wait this long before trying again.
 _ACCEPT_BACKOFF = 0.05
-# After a refusal (408, 429, 431) what the client still sends is read and dropped this long
-# before closing: closing a socket with unread input resets it, and the reset can destroy the
-# answer before the client reads it (Go's server waits 500 ms the same way).
+# After a refusal (408, 429, 431) the connection stays this long before it is closed: closing
+# a socket with unread input resets it, and the reset can destroy the answer before the client
+# has read it. Nothing more is read meanwhile (no decrypting for a flood): Go's server waits
+# 500 ms the same way.
 LINGER_SECONDS = 0.5
 
 Factory = Callable[[], asyncio.Protocol]
@@ -208,7 +209,7 @@ class GuardedConnection(asyncio.Protocol, asyncio.Transport):
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
-            return  # closing (lingering after a refusal): dropped
+            return
         if self._in_request:
             self._pass_on(data)
         else:
@@ -312,8 +313,8 @@ class GuardedConnection(asyncio.Protocol, asyncio.Transport):
         self._end(_reply(status, extra, status[4:].encode()))
 
     def _end(self, last: bytes = b"") -> None:
-        """Send `last` (a refusal), then close once the client has had time to read it; what
-        it sends meanwhile is dropped. Nothing more is handed on."""
+        """Send `last` (a refusal), then close once the client has had time to read it.
+        Nothing more is read or handed on."""
         if self._closed or self._transport is None:
             return
         self._closed = True
@@ -321,13 +322,12 @@ class GuardedConnection(asyncio.Protocol, asyncio.Transport):
         self._head.clear()
         self._stash = b""
         self._held.release()
+        with contextlib.suppress(RuntimeError):
+            self._transport.pause_reading()
         if not last:
             self._close_transport(LINGER_SECONDS)
             return
         self._transport.write(last)
-        self._held_back = self._inner_paused = False
-        with contextlib.suppress(RuntimeError):
-            self._transport.resume_reading()
         self._timer = self._loop.call_later(LINGER_SECONDS, self._close_transport, LINGER_SECONDS)
 
     def _close_transport(self, grace: float) -> None:
