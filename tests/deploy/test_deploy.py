@@ -39,6 +39,7 @@ OVERLAYS = (
     "overlays/ca-bundle",
     "overlays/ca-bundle-cert-manager",
     "overlays/high-availability-ca-bundle",
+    "overlays/network-policy",
 )
 NAMESPACE = "kube-system"
 SA = ("ServiceAccount", NAMESPACE, "metrics-server")
@@ -334,9 +335,11 @@ def test_deployment_is_restricted_and_read_only(overlay: str) -> None:
     assert len(writable) == 1
     assert writable[0]["mountPath"] == arg_value(c["args"], "--cert-dir") == "/tmp"
     assert volumes[writable[0]["name"]] == {"name": writable[0]["name"], "emptyDir": {}}
-    # Requests set (no limits: an OOM kill of the metrics API breaks the HPA cluster-wide).
-    assert set(c["resources"]) == {"requests"}
+    # Requests set, and a memory limit (the worst case, docs/DEPLOY.md "Sizing"); no CPU limit:
+    # throttling the metrics API stalls the HPA cluster-wide.
+    assert set(c["resources"]) == {"requests", "limits"}
     assert set(c["resources"]["requests"]) == {"cpu", "memory"}
+    assert set(c["resources"]["limits"]) == {"memory"}
     # The Service reaches the pod on the same named port.
     service = one(objs, "Service", "metrics-server")["spec"]
     labels = one(objs, "Deployment", "metrics-server")["spec"]["template"]["metadata"]["labels"]
@@ -378,6 +381,43 @@ def test_single_replica_overlays_keep_upstream_rollout(overlay: str) -> None:
     assert "replicas" not in deployment  # defaults to 1, and leaves room for an HPA/VPA
     assert deployment["strategy"] == {"rollingUpdate": {"maxUnavailable": 0}}
     assert not [o for o in objs if o["kind"] == "PodDisruptionBudget"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the network paths
+
+
+def _ports(rule: Obj) -> set[tuple[str, int | str]]:
+    return {(p["protocol"], p["port"]) for p in rule["ports"]}
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policy_allows_exactly_the_server_s_paths(overlay: str) -> None:
+    """In: the https port (kube-apiserver, probes). Out: the kubelets, kube-apiserver (the
+    Service's port and the usual endpoint port), DNS. Only where the component is used."""
+    objs = render(overlay)
+    policies = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    if "network-policy" not in overlay:
+        assert policies == []
+        return
+    (policy,) = policies
+    spec = policy["spec"]
+    pod = one(objs, "Deployment", "metrics-server")["spec"]["template"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    c = container(objs)
+    (https,) = c["ports"]
+    assert [_ports(r) for r in spec["ingress"]] == [{("TCP", https["name"])}]
+    assert all("from" not in r for r in spec["ingress"])
+    kubelet_port = int(arg_value(c["args"], "--kubelet-port") or 10250)
+    egress = [_ports(r) for r in spec["egress"]]
+    assert egress == [
+        {("TCP", kubelet_port)},
+        {("TCP", 443), ("TCP", 6443)},
+        {("UDP", 53), ("TCP", 53)},
+    ]
+    assert all("to" not in r for r in spec["egress"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -827,8 +867,9 @@ def _sizing_inputs() -> dict[str, float]:
     return inputs
 
 
-def _sizing(nodes: int, hpas: int) -> tuple[float, float]:
-    """(memory MiB, CPU millicores) per replica, as docs/DEPLOY.md writes the formula."""
+def _sizing(nodes: int, hpas: int) -> tuple[float, float, float]:
+    """(memory MiB, CPU millicores, memory limit MiB) per replica, as docs/DEPLOY.md writes
+    the formula."""
     i = _sizing_inputs()
     per_node_kib = (
         i["mem_store_kib"]
@@ -843,26 +884,64 @@ def _sizing(nodes: int, hpas: int) -> tuple[float, float]:
         + nodes * (i["cpu_scrape_ms"] + i["cpu_snapshot_ms"]) / i["resolution_s"]
         + hpas / i["hpa_sync_s"] * i["cpu_request_ms"]
     )
-    return memory, cpu
+    held_kib = (
+        i["max_connections"] * (i["mem_client_conn_kib"] + i["header_allowance_kib"])
+        + i["header_pool_kib"]
+        + i["full_lists"] * nodes * i["mem_list_kib"]
+        + i["scrape_concurrency"] * i["body_allowance_kib"]
+        + i["body_pool_kib"]
+    )
+    return memory, cpu, memory + held_kib / 1024
 
 
-def _requests(memory: float, cpu: float) -> tuple[str, str]:
-    return f"{-(-memory // 64) * 64:.0f}Mi", f"{-(-cpu // 10) * 10:.0f}m"
+def _mib(memory: float) -> str:
+    return f"{-(-memory // 64) * 64:.0f}Mi"
 
 
-def test_sizing_table_and_base_requests_follow_the_documented_formula() -> None:
+def _millicores(cpu: float) -> str:
+    return f"{-(-cpu // 10) * 10:.0f}m"
+
+
+def test_sizing_table_and_base_resources_follow_the_documented_formula() -> None:
     rows = re.findall(
-        r"^\| (\d+) \| (\d+) \| ([\d.]+) MiB \| \**(\d+Mi)\**[^|]* \| ([\d.]+)m \| \**(\d+m)\**",
+        r"^\| (\d+) \| (\d+) \| ([\d.]+) MiB \| \**(\d+Mi)\**[^|]* \| ([\d.]+) MiB \| "
+        r"\**(\d+Mi)\**[^|]* \| ([\d.]+)m \| \**(\d+m)\**",
         DEPLOY_MD.read_text(),
         re.MULTILINE,
     )
     assert len(rows) >= 4
-    for nodes, hpas, mem_text, mem_req, cpu_text, cpu_req in rows:
-        memory, cpu = _sizing(int(nodes), int(hpas))
-        assert (float(mem_text), float(cpu_text)) == (round(memory, 1), round(cpu, 1)), nodes
-        assert (mem_req, cpu_req) == _requests(memory, cpu), nodes
+    for nodes, hpas, mem_text, mem_req, lim_text, mem_lim, cpu_text, cpu_req in rows:
+        memory, cpu, limit = _sizing(int(nodes), int(hpas))
+        assert (float(mem_text), float(lim_text), float(cpu_text)) == (
+            round(memory, 1),
+            round(limit, 1),
+            round(cpu, 1),
+        ), nodes
+        assert (mem_req, mem_lim, cpu_req) == (_mib(memory), _mib(limit), _millicores(cpu)), nodes
     # The base Deployment is sized for upstream's reference: 100 nodes x 30 pods, 100 HPAs.
-    memory, cpu = _requests(*_sizing(100, 100))
+    memory, cpu, limit = _sizing(100, 100)
     deployment = (DEPLOY / "base" / "deployment.yaml").read_text()
-    requests = yaml.safe_load(deployment)["spec"]["template"]["spec"]["containers"][0]["resources"]
-    assert requests == {"requests": {"cpu": cpu, "memory": memory}}
+    resources = yaml.safe_load(deployment)["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources == {
+        "requests": {"cpu": _millicores(cpu), "memory": _mib(memory)},
+        "limits": {"memory": _mib(limit)},
+    }
+
+
+def test_the_limit_inputs_are_the_code_s_bounds() -> None:
+    """The limit's inputs that are bounds in the code are the code's values."""
+    from kubemetrics.config import DEFAULT_MAX_CONNECTIONS
+    from kubemetrics.listener import HEADER_ALLOWANCE_BYTES, HEADER_POOL_BYTES
+    from kubemetrics.scrape.scraper import (
+        BODY_ALLOWANCE_BYTES,
+        BODY_POOL_BYTES,
+        ScrapeSettings,
+    )
+
+    i = _sizing_inputs()
+    assert i["max_connections"] == DEFAULT_MAX_CONNECTIONS
+    assert i["header_allowance_kib"] * 1024 == HEADER_ALLOWANCE_BYTES
+    assert i["header_pool_kib"] * 1024 == HEADER_POOL_BYTES
+    assert i["scrape_concurrency"] == ScrapeSettings().max_concurrency
+    assert i["body_allowance_kib"] * 1024 == BODY_ALLOWANCE_BYTES
+    assert i["body_pool_kib"] * 1024 == BODY_POOL_BYTES
