@@ -1,5 +1,6 @@
 """An aiohttp app served the way the server serves it: through `kubemetrics.listener` over
-real TLS on 127.0.0.1 (a throwaway CA), with the listener's bracket outermost."""
+real TLS on 127.0.0.1 (a throwaway CA), with the listener's bracket outermost; and the API's
+dependencies with nothing scraped, for tests about everything but the metrics."""
 
 from __future__ import annotations
 
@@ -8,11 +9,34 @@ import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from kubemetrics import _native
+from kubemetrics.api.routes import ApiDependencies
+from kubemetrics.health import ShutdownCheck, standard_checks
 from kubemetrics.listener import Listener, ListenerLimits, bracket
+from kubemetrics.selfmetrics import SelfMetrics
 from tests.helpers.kube import CA
+
+
+def api_deps(**kw: Any) -> ApiDependencies:
+    """`ApiDependencies` over an empty store, healthy and ready; `kw` overrides any field."""
+    kw.setdefault("snapshot", lambda: _native.Store(15.0).snapshot(0))
+    kw.setdefault("inventory", _native.Inventory())
+    kw.setdefault("metrics", SelfMetrics(15.0))
+    kw.setdefault(
+        "health",
+        standard_checks(
+            informers_synced=lambda: True,
+            storage_ready=lambda: True,
+            last_tick_start=lambda: None,
+            resolution_seconds=15.0,
+            shutdown=ShutdownCheck(),
+        ),
+    )
+    return ApiDependencies(**kw)
 
 
 @dataclass

@@ -18,15 +18,13 @@ from aiohttp import web
 
 from kubemetrics import _native
 from kubemetrics.api.hooks import AuthenticationError, UserInfo
-from kubemetrics.api.routes import ApiDependencies, build_app
+from kubemetrics.api.routes import build_app
 from kubemetrics.auth.authz import DelegatingAuthorizer
 from kubemetrics.config import LoggingConfig
-from kubemetrics.health import ShutdownCheck, standard_checks
 from kubemetrics.kube import ApiClient, ClusterCredentials, TokenSource
 from kubemetrics.logs import setup_logging
-from kubemetrics.selfmetrics import SelfMetrics
 from tests.helpers.kube import CA, FakeApiServer, run
-from tests.helpers.serving import serve_tls
+from tests.helpers.serving import api_deps, serve_tls
 
 NODES = "/apis/metrics.k8s.io/v1beta1/nodes"
 # A klog line, as a path segment would carry it after percent-decoding.
@@ -59,22 +57,6 @@ def server_log() -> Iterator[io.StringIO]:
         logger.propagate = propagate
 
 
-def deps(**kw: Any) -> ApiDependencies:
-    kw.setdefault("snapshot", lambda: _native.Store(15.0).snapshot(0))
-    return ApiDependencies(
-        inventory=_native.Inventory(),
-        health=standard_checks(
-            informers_synced=lambda: True,
-            storage_ready=lambda: True,
-            last_tick_start=lambda: None,
-            resolution_seconds=15.0,
-            shutdown=ShutdownCheck(),
-        ),
-        metrics=SelfMetrics(15.0),
-        **kw,
-    )
-
-
 async def fetch(
     app: web.Application, tmp_path: Path, path: str, **headers: str
 ) -> tuple[int, dict[str, Any]]:
@@ -94,7 +76,7 @@ def test_no_request_field_forges_a_log_line(tmp_path: Path, server_log: io.Strin
     authentication failure is logged on one line, the path quoted as Go quotes it."""
     encoded = FORGED.replace(" ", "%20").replace('"', "%22")
     path = f"/apis/metrics.k8s.io/v1beta1/namespaces/x%0A{encoded}/pods"
-    app = build_app(deps(authenticator=TokenRejecter()))
+    app = build_app(api_deps(authenticator=TokenRejecter()))
     status, body = run(fetch(app, tmp_path, path, Authorization="Bearer nope"))
     assert status == 401 and body["reason"] == "Unauthorized"
     lines = server_log.getvalue().splitlines()
@@ -110,7 +92,7 @@ def test_an_internal_error_is_withheld_from_the_client(
     def broken() -> _native.Snapshot:
         raise RuntimeError("secret-detail-7731 at /var/lib/kubemetrics")
 
-    app = build_app(deps(snapshot=broken))
+    app = build_app(api_deps(snapshot=broken))
     status, body = run(fetch(app, tmp_path, NODES))
     assert status == 500 and body["reason"] == "InternalError"
     assert "secret-detail" not in orjson.dumps(body).decode()
@@ -138,7 +120,7 @@ def test_a_failed_access_review_is_withheld_from_the_client(
             ClusterCredentials(server=fake.url, ca_pem=ca.cert_pem.decode(), token=TokenSource())
         )
         try:
-            app = build_app(deps(authorizer=DelegatingAuthorizer(client)))
+            app = build_app(api_deps(authorizer=DelegatingAuthorizer(client)))
             return await fetch(app, tmp_path, NODES)
         finally:
             await client.close()

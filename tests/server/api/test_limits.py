@@ -12,14 +12,12 @@ import orjson
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubemetrics import _native
 from kubemetrics.api.hooks import ALLOW, Decision, RequestAttributes, UserInfo
 from kubemetrics.api.limits import InflightLimit
-from kubemetrics.api.routes import ApiDependencies, build_app
-from kubemetrics.health import ShutdownCheck, standard_checks
+from kubemetrics.api.routes import build_app
 from kubemetrics.selfmetrics import SelfMetrics
 from tests.helpers.kube import run, until
-from tests.helpers.serving import serve_tls
+from tests.helpers.serving import api_deps, serve_tls
 
 NODES = "/apis/metrics.k8s.io/v1beta1/nodes"
 
@@ -54,20 +52,8 @@ def test_requests_past_the_inflight_limit_get_429(tmp_path: Path) -> None:
         limit = InflightLimit(2)
         metrics.sources.append(limit.collect)
         authorizer = SlowFor()
-        deps = ApiDependencies(
-            snapshot=lambda: _native.Store(15.0).snapshot(0),
-            inventory=_native.Inventory(),
-            health=standard_checks(
-                informers_synced=lambda: True,
-                storage_ready=lambda: True,
-                last_tick_start=lambda: None,
-                resolution_seconds=15.0,
-                shutdown=ShutdownCheck(),
-            ),
-            metrics=metrics,
-            authenticator=HeaderUsers(),
-            admission=limit,
-            authorizer=authorizer,
+        deps = api_deps(
+            metrics=metrics, authenticator=HeaderUsers(), admission=limit, authorizer=authorizer
         )
         async with (
             serve_tls(build_app(deps), tmp_path) as served,

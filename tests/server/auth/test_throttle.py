@@ -12,17 +12,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from kubemetrics import _native
-from kubemetrics.api.routes import ApiDependencies, build_app
+from kubemetrics.api.routes import build_app
 from kubemetrics.auth import start_security
 from kubemetrics.auth.cache import TTLCache
 from kubemetrics.auth.throttle import ReviewBudget, ReviewThrottled
 from kubemetrics.config import AuthnConfig, Config
-from kubemetrics.health import ShutdownCheck, standard_checks
 from kubemetrics.kube import ApiClient, ClusterCredentials, TokenSource
-from kubemetrics.selfmetrics import SelfMetrics
 from tests.helpers.kube import CA, FakeApiServer, run, until
-from tests.helpers.serving import serve_tls
+from tests.helpers.serving import api_deps, serve_tls
 
 NODES = "/apis/metrics.k8s.io/v1beta1/nodes"
 
@@ -149,20 +146,7 @@ def test_a_flood_of_bogus_tokens_starves_nobody(tmp_path: Path) -> None:
         )
         config = Config(authn=AuthnConfig(skip_lookup=True, client_ca_file=str(ca.cert_file)))
         security = await start_security(config, client)
-        deps = ApiDependencies(
-            snapshot=lambda: _native.Store(15.0).snapshot(0),
-            inventory=_native.Inventory(),
-            health=standard_checks(
-                informers_synced=lambda: True,
-                storage_ready=lambda: True,
-                last_tick_start=lambda: None,
-                resolution_seconds=15.0,
-                shutdown=ShutdownCheck(),
-            ),
-            metrics=SelfMetrics(15.0),
-            authenticator=security.authenticator,
-            authorizer=security.authorizer,
-        )
+        deps = api_deps(authenticator=security.authenticator, authorizer=security.authorizer)
         try:
             async with serve_tls(build_app(deps), tmp_path, client_ca=True, ca=ca) as served:
                 url = f"https://127.0.0.1:{served.port}{NODES}"
