@@ -523,6 +523,9 @@ class Listener:
                             extra=kv(err=str(e)),
                         )
                     await asyncio.sleep(_ACCEPT_BACKOFF)
+                elif e.errno not in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+                    log.log(vlevel(4), "accept failed", extra=kv(err=str(e)))
+                    await asyncio.sleep(_ACCEPT_BACKOFF)  # never a busy loop
                 continue
             self.stats.accepted += 1
             if self.stats.open >= self.limits.max_connections:
