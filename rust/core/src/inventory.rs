@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use crate::encode::{json, protobuf};
+use crate::wire::{json, proto};
 
 /// One object's labels, sorted by key, plus their wire forms.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,7 +52,7 @@ impl LabelSet {
             }
             js.push(b'}');
             for (k, v) in pairs.iter() {
-                protobuf::write_string_map_entry(&mut pb, 11, k, v);
+                proto::write_string_map_entry(&mut pb, 11, k, v);
             }
         }
         LabelSet {

@@ -12,8 +12,8 @@ use kubemetrics_core::encode::{
     self as core_encode, ApiVersion, EncodeError, FillSink, Format, Request,
 };
 use kubemetrics_core::inventory::LabelSet;
-use kubemetrics_core::quantity;
 use kubemetrics_core::selector::{self, FieldSelector, LabelSelector, ObjectKind};
+use kubemetrics_core::wire::quantity;
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::ffi;

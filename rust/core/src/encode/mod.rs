@@ -15,8 +15,9 @@ use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use crate::inventory::{Inventory, LabelSet, NamespacePods};
-use crate::quantity::write_rfc3339;
 use crate::snapshot::Snapshot;
+use crate::wire::proto::varint;
+use crate::wire::quantity::write_rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApiVersion {
@@ -436,20 +437,6 @@ impl Sink for FillSink<'_> {
         }
         self.pos += bytes.len();
     }
-}
-
-/// A varint in a stack buffer: (bytes, length).
-fn varint(v: u64) -> ([u8; 11], usize) {
-    let mut buf = [0u8; 11];
-    let mut n = 0;
-    let mut v = v;
-    while v >= 0x80 {
-        buf[n] = (v as u8) | 0x80;
-        v >>= 7;
-        n += 1;
-    }
-    buf[n] = v as u8;
-    (buf, n + 1)
 }
 
 fn now_text(now_s: i64) -> Vec<u8> {

@@ -16,62 +16,20 @@
 //! message's fields after metadata (tail); metadata's length, which depends
 //! on the request time and the labels, is computed when a list is assembled.
 
-use crate::quantity::{ms_to_ns, ms_to_seconds, write_cpu, write_memory};
 use crate::snapshot::Snapshot;
+pub use crate::wire::proto::{field_len, time_field_len, write_time_field};
+use crate::wire::proto::{write_bytes_field, write_duration_field, write_len_prefix};
+use crate::wire::quantity::{ms_to_ns, ms_to_seconds, write_cpu, write_memory};
 
 pub const MAGIC: &[u8; 4] = b"k8s\0";
-
-const LEN: u8 = 2;
-const VARINT: u8 = 0;
-
-pub fn write_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-pub fn varint_len(v: u64) -> usize {
-    // 1 byte per started group of 7 bits; 0 still takes one byte.
-    let bits = 64 - (v | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
-}
-
-/// Field key for fields < 16 (one byte), which is all this module uses.
-fn key(field: u8, wire: u8) -> u8 {
-    (field << 3) | wire
-}
-
-pub fn write_bytes_field(out: &mut Vec<u8>, field: u8, bytes: &[u8]) {
-    out.push(key(field, LEN));
-    write_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-/// Total size of a length-delimited field with a body of `len` bytes.
-pub fn field_len(len: usize) -> usize {
-    1 + varint_len(len as u64) + len
-}
-
-/// One `map<string,string>` entry as field `field`.
-pub fn write_string_map_entry(out: &mut Vec<u8>, field: u8, k: &str, v: &str) {
-    let body = field_len(k.len()) + field_len(v.len());
-    out.push(key(field, LEN));
-    write_varint(out, body as u64);
-    write_bytes_field(out, 1, k.as_bytes());
-    write_bytes_field(out, 2, v.as_bytes());
-}
 
 /// One `map<string,Quantity>` entry: {1: key, 2: Quantity{1: text}}.
 fn write_quantity_entry(out: &mut Vec<u8>, field: u8, k: &str, text: &[u8]) {
     let value = field_len(text.len());
     let body = field_len(k.len()) + field_len(value);
-    out.push(key(field, LEN));
-    write_varint(out, body as u64);
+    write_len_prefix(out, field, body);
     write_bytes_field(out, 1, k.as_bytes());
-    out.push(key(2, LEN));
-    write_varint(out, value as u64);
+    write_len_prefix(out, 2, value);
     write_bytes_field(out, 1, text);
 }
 
@@ -82,27 +40,6 @@ fn write_usage(out: &mut Vec<u8>, field: u8, cpu_nanocores: u64, memory_bytes: u
     q.clear();
     write_memory(&mut q, memory_bytes);
     write_quantity_entry(out, field, "memory", &q);
-}
-
-/// `Time{seconds}` as field `field` (whole seconds, like the JSON form).
-pub fn write_time_field(out: &mut Vec<u8>, field: u8, unix_seconds: i64) {
-    let secs = unix_seconds as u64; // two's complement, as protobuf int64
-    out.push(key(field, LEN));
-    write_varint(out, 1 + varint_len(secs) as u64);
-    out.push(key(1, VARINT));
-    write_varint(out, secs);
-}
-
-pub fn time_field_len(unix_seconds: i64) -> usize {
-    field_len(1 + varint_len(unix_seconds as u64))
-}
-
-fn write_duration_field(out: &mut Vec<u8>, field: u8, ns: i64) {
-    let v = ns as u64;
-    out.push(key(field, LEN));
-    write_varint(out, 1 + varint_len(v) as u64);
-    out.push(key(1, VARINT));
-    write_varint(out, v);
 }
 
 /// Node `i`'s fragment; returns the split offset (absolute in `out`).
@@ -140,12 +77,10 @@ pub fn pod_fragment(snap: &Snapshot, i: usize, out: &mut Vec<u8>) -> usize {
 pub fn write_envelope_head(out: &mut Vec<u8>, api_version: &str, kind: &str, raw_len: usize) {
     out.extend_from_slice(MAGIC);
     let tm = field_len(api_version.len()) + field_len(kind.len());
-    out.push(key(1, LEN));
-    write_varint(out, tm as u64);
+    write_len_prefix(out, 1, tm);
     write_bytes_field(out, 1, api_version.as_bytes());
     write_bytes_field(out, 2, kind.as_bytes());
-    out.push(key(2, LEN));
-    write_varint(out, raw_len as u64);
+    write_len_prefix(out, 2, raw_len);
 }
 
 /// Unknown's empty contentEncoding (3) and contentType (4), which Go's
@@ -160,34 +95,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn varints() {
-        for (v, bytes) in [
-            (0u64, vec![0u8]),
-            (1, vec![1]),
-            (127, vec![0x7f]),
-            (128, vec![0x80, 0x01]),
-            (300, vec![0xac, 0x02]),
-            (u64::MAX, {
-                let mut b = vec![0xff; 9];
-                b.push(0x01);
-                b
-            }),
-        ] {
-            let mut out = Vec::new();
-            write_varint(&mut out, v);
-            assert_eq!(out, bytes, "{v}");
-            assert_eq!(varint_len(v), bytes.len(), "{v}");
-        }
-    }
-
-    #[test]
-    fn time_and_quantity_entries() {
+    fn quantity_entries_and_envelope() {
         let mut out = Vec::new();
-        write_time_field(&mut out, 8, 1);
-        assert_eq!(out, [0x42, 0x02, 0x08, 0x01]);
-        assert_eq!(time_field_len(1), 4);
-        assert_eq!(time_field_len(1_735_032_833), 8);
-        out.clear();
         write_quantity_entry(&mut out, 4, "cpu", b"1m");
         // {1:"cpu", 2:{1:"1m"}}
         assert_eq!(

@@ -13,8 +13,8 @@
 use super::json::{self, write_str};
 use super::RowObject;
 use crate::inventory::LabelSet;
-use crate::quantity::{ms_to_ns, write_cpu, write_duration_ns, write_memory};
 use crate::snapshot::Snapshot;
+use crate::wire::quantity::{ms_to_ns, write_cpu, write_duration_ns, write_memory};
 
 const HEAD: &[u8] = b"{\"kind\":\"Table\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":{},\"columnDefinitions\":[\
 {\"name\":\"Name\",\"type\":\"string\",\"format\":\"name\",\"description\":\"Name of the resource\",\"priority\":0},\
