@@ -1,19 +1,22 @@
-"""Encoding benchmarks: metrics.k8s.io responses for 150,000 pods (issue 4, item 9).
+"""Serving benchmarks in process: the served view of 150,000 pods (issue 4 item 9, issue 9).
 
 The snapshot is real: generated kubelet payloads for 5,000 nodes × 30 pods, ingested twice
-into the Store. The same-run baseline builds the same PodMetricsList as Python dicts from the
-snapshot's columns and serialises it with orjson (what a straightforward Python server would
-do); each of our benchmarks reports its speedup over it. Goals: ≤ 100 ms JSON, ≤ 50 ms
-protobuf for the 150k list.
+into the Store. Same-run baselines: the same PodMetricsList built as Python dicts from the
+snapshot's columns and serialised with orjson (what a straightforward Python server would do),
+and, for selection, the view's own plain scan (every pod tested in turn, what selection was
+before the label index). Goals: ≤ 100 ms JSON, ≤ 50 ms protobuf for the 150k list; an
+`in` list of 1,500 values ≤ 2 ms at 150k pods.
 
-Also: an HPA-shaped query (one namespace, a label selector, 100 of 150,000 pods) end to end
-(select + encode protobuf), and the selection of all pods alone.
+Also: building a snapshot's view (members, label index, every fragment: once per cycle in a
+worker thread), an HPA-shaped query (one namespace, a label selector) end to end, and gzip
+levels on a real body (size and time), which chose the level the server uses.
 
 Names are stable for `make bench-save` / `make bench-compare`.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import statistics
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ import orjson
 import pytest
 
 from kubemetrics import _native
+from kubemetrics._native._testing import gzip_compress, select_scan
 from kubemetrics_sim.payload import ContainerSample, NodeSample, kubelet_text
 
 NODES = 5_000
@@ -44,6 +48,7 @@ class Env:
     store: _native.Store
     snap: _native.Snapshot
     inv: _native.Inventory
+    view: _native.View
     labels: dict[tuple[str, str], dict[str, str]]
     all_pods: np.ndarray[Any, np.dtype[np.int64]]
     # The snapshot's columns as Python lists, extracted once (not part of the timings).
@@ -98,11 +103,12 @@ def env() -> Env:
             inv.set_pod(ns, pod, lab)
             labels[(ns, pod)] = lab
     snap = store.snapshot(T0_MS + WINDOW_MS + 1000)
-    all_pods = _native.select_pods(snap, inv, None, "", "")
+    view = snap.view(inv)
+    all_pods = view.query("pods").select()
     assert len(all_pods) == NODES * PODS_PER_NODE
     pods = {k: v.tolist() for k, v in snap.pods.items()}
     containers = {k: v.tolist() for k, v in snap.containers.items()}
-    return Env(store, snap, inv, labels, all_pods, pods, containers)
+    return Env(store, snap, inv, view, labels, all_pods, pods, containers)
 
 
 # ---- the baseline: Python dicts + orjson -------------------------------------------------
@@ -196,10 +202,24 @@ def _record(benchmark: Any, name: str, baseline: str | None = None) -> None:
         print(f"\n{name}: {median * 1e3:.2f} ms")
 
 
-def _encode(env: Env, idx: Any, fmt: str) -> bytes:
-    return _native.encode_pods(
-        env.snap, env.inv, idx, api_version="v1beta1", fmt=fmt, single=False, now_s=NOW_S
+def _list(env: Env, fmt: str, namespace: str | None = None, labels: str = "") -> bytes:
+    """A list read chunk by chunk, as the server sends it, joined."""
+    body = env.view.query("pods", namespace, labels).respond(
+        api_version="v1beta1", fmt=fmt, now_s=NOW_S
     )
+    chunks = []
+    while chunk := body.read():
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _stream(env: Env, fmt: str, gzip: bool = False) -> int:
+    """A full list read chunk by chunk, as the server sends it; returns the bytes."""
+    body = env.view.query("pods").respond(api_version="v1beta1", fmt=fmt, now_s=NOW_S, gzip=gzip)
+    n = 0
+    while chunk := body.read():
+        n += len(chunk)
+    return n
 
 
 # ---- benchmarks --------------------------------------------------------------------------
@@ -209,72 +229,109 @@ def test_encode_python_dicts_orjson_150k(benchmark: Any, env: Env) -> None:
     body = benchmark.pedantic(python_pod_list, args=(env, env.all_pods), rounds=3, iterations=1)
     _record(benchmark, "python_dicts_orjson_150k")
     # Same content as ours (orjson sorts keys; compare parsed).
-    ours = json.loads(_encode(env, env.all_pods, "json"))
+    ours = json.loads(_list(env, "json"))
     assert json.loads(body) == ours
 
 
+# The full lists are timed as the server produces them: selection, then ~128 KiB chunks.
+
+
 def test_encode_pods_json_150k(benchmark: Any, env: Env) -> None:
-    _encode(env, env.all_pods, "json")  # first call builds the fragment cache
-    body = benchmark.pedantic(
-        _encode, args=(env, env.all_pods, "json"), rounds=15, iterations=1, warmup_rounds=1
-    )
+    n = benchmark.pedantic(_stream, args=(env, "json"), rounds=15, iterations=1, warmup_rounds=1)
     _record(benchmark, "pods_json_150k", "python_dicts_orjson_150k")
-    assert body.count(b'"namespace":') == NODES * PODS_PER_NODE
+    body = _list(env, "json")
+    assert n == len(body) and body.count(b'"namespace":') == NODES * PODS_PER_NODE
 
 
 def test_encode_pods_protobuf_150k(benchmark: Any, env: Env) -> None:
-    _encode(env, env.all_pods, "protobuf")
-    body = benchmark.pedantic(
-        _encode, args=(env, env.all_pods, "protobuf"), rounds=15, iterations=1, warmup_rounds=1
+    n = benchmark.pedantic(
+        _stream, args=(env, "protobuf"), rounds=15, iterations=1, warmup_rounds=1
     )
     _record(benchmark, "pods_protobuf_150k", "python_dicts_orjson_150k")
-    assert body.startswith(b"k8s\x00")
+    body = _list(env, "protobuf")
+    assert n == len(body) and body.startswith(b"k8s\x00")
 
 
-def test_encode_pods_json_150k_cold(benchmark: Any, env: Env) -> None:
-    """First request after a new snapshot: the fragments are built within the call."""
-
-    def fresh() -> tuple[tuple[_native.Snapshot], dict[str, Any]]:
-        # Same data, new identity, hence an empty fragment cache (not timed).
-        return (env.store.snapshot(T0_MS + WINDOW_MS + 1000),), {}
-
-    def cold(snap: _native.Snapshot) -> bytes:
-        return _native.encode_pods(
-            snap,
-            env.inv,
-            env.all_pods,
-            api_version="v1beta1",
-            fmt="json",
-            single=False,
-            now_s=NOW_S,
-        )
-
-    benchmark.pedantic(cold, setup=fresh, rounds=3, iterations=1)
-    _record(benchmark, "pods_json_150k_cold", "python_dicts_orjson_150k")
+def test_encode_pods_table_150k(benchmark: Any, env: Env) -> None:
+    n = benchmark.pedantic(_stream, args=(env, "table"), rounds=10, iterations=1, warmup_rounds=1)
+    _record(benchmark, "pods_table_150k", "python_dicts_orjson_150k")
+    body = _list(env, "table")
+    assert n == len(body) and body.count(b'"cells":') == NODES * PODS_PER_NODE
 
 
-def test_warm_cache_protobuf_150k(benchmark: Any, env: Env) -> None:
-    """Building every protobuf fragment of a new snapshot (what a worker thread can do
-    right after each scrape, off the request path)."""
+def test_stream_pods_json_gzip_150k(benchmark: Any, env: Env) -> None:
+    """The full JSON list gzip-compressed chunk by chunk (the server does this off the loop)."""
+    n = benchmark.pedantic(
+        _stream, args=(env, "json", True), rounds=5, iterations=1, warmup_rounds=1
+    )
+    _record(benchmark, "stream_pods_json_gzip_150k", "pods_json_150k")
+    plain = len(_list(env, "json"))
+    benchmark.extra_info["compressed_ratio"] = round(n / plain, 4)
+    print(f"  {plain / 1e6:.1f} MB -> {n / 1e6:.2f} MB")
+
+
+def test_view_build_150k(benchmark: Any, env: Env) -> None:
+    """A snapshot's view: members, label index and every JSON/protobuf/Table fragment (once
+    per cycle, in a worker thread, before the snapshot is published)."""
 
     def fresh() -> tuple[tuple[_native.Snapshot], dict[str, Any]]:
+        # Same data, new identity, hence no view yet (not timed).
         return (env.store.snapshot(T0_MS + WINDOW_MS + 1000),), {}
 
-    benchmark.pedantic(_native.warm_cache, setup=fresh, rounds=3, iterations=1)
-    _record(benchmark, "warm_cache_protobuf_150k")
+    def build(snap: _native.Snapshot) -> _native.View:
+        return snap.view(env.inv)
+
+    view = benchmark.pedantic(build, setup=fresh, rounds=3, iterations=1)
+    _record(benchmark, "view_build_150k")
+    benchmark.extra_info["view_heap_mib"] = round(view.heap_bytes() / 2**20, 1)
+    print(f"  view holds {view.heap_bytes() / 2**20:.1f} MiB")
 
 
 def test_select_all_pods_150k(benchmark: Any, env: Env) -> None:
-    idx = benchmark.pedantic(
-        _native.select_pods, args=(env.snap, env.inv, None, "", ""), rounds=15, iterations=1
-    )
+    query = env.view.query("pods")
+    idx = benchmark.pedantic(query.select, rounds=15, iterations=1)
     _record(benchmark, "select_all_pods_150k")
     assert len(idx) == NODES * PODS_PER_NODE
 
 
+# 1,500 values of which 3 exist (team-042's svc-0..2 are in every namespace).
+IN_1500 = "app in ({})".format(",".join([f"v{i}" for i in range(1497)] + ["svc-0", "svc-1"]))
+
+
+def test_select_in_1500_values_scan(benchmark: Any, env: Env) -> None:
+    """Baseline: every pod of the cluster tested in turn against the 1,500 values."""
+    idx = benchmark.pedantic(
+        select_scan, args=(env.view, "pods", None, IN_1500), rounds=3, iterations=1
+    )
+    _record(benchmark, "select_in_1500_scan")
+    assert len(idx) == 2 * NODES * PODS_PER_NODE // APPS
+
+
+def test_select_in_1500_values(benchmark: Any, env: Env) -> None:
+    """Through the label index: one hash lookup per value, then the matching postings."""
+
+    def select() -> Any:
+        return env.view.query("pods", None, IN_1500).select()
+
+    idx = benchmark.pedantic(select, rounds=20, iterations=1, warmup_rounds=1)
+    _record(benchmark, "select_in_1500", "select_in_1500_scan")
+    assert len(idx) == 2 * NODES * PODS_PER_NODE // APPS
+
+
+def test_select_in_1500_values_nothing(benchmark: Any, env: Env) -> None:
+    """`app in (v1, …, v1500)` matching nothing: the cost is the 1,500 lookups."""
+    sel = "app in ({})".format(",".join(f"v{i}" for i in range(1, 1501)))
+
+    def select() -> Any:
+        return env.view.query("pods", None, sel).select()
+
+    idx = benchmark.pedantic(select, rounds=50, iterations=1, warmup_rounds=1)
+    _record(benchmark, "select_in_1500_nothing")
+    assert len(idx) == 0
+
+
 def _hpa_query(env: Env) -> bytes:
-    idx = _native.select_pods(env.snap, env.inv, "team-042", "app=svc-1", "")
-    return _encode(env, idx, "protobuf")
+    return _list(env, "protobuf", "team-042", "app=svc-1")
 
 
 def _python_hpa_query(env: Env, by_ns: dict[str, list[int]]) -> bytes:
@@ -300,8 +357,21 @@ def test_hpa_query_python_baseline(benchmark: Any, env: Env) -> None:
 
 
 def test_hpa_query_100_of_150k(benchmark: Any, env: Env) -> None:
-    _hpa_query(env)
     body = benchmark.pedantic(_hpa_query, args=(env,), rounds=200, iterations=1, warmup_rounds=5)
     _record(benchmark, "hpa_query_100_of_150k", "hpa_query_python")
-    idx = _native.select_pods(env.snap, env.inv, "team-042", "app=svc-1", "")
+    idx = env.view.query("pods", "team-042", "app=svc-1").select()
     assert len(idx) == 100 and body.startswith(b"k8s\x00")
+
+
+@pytest.mark.parametrize("level", [1, 2, 4, 6])
+def test_gzip_level(benchmark: Any, env: Env, level: int) -> None:
+    """Deflate levels on the full JSON list (47 MB at 5,000 × 30 in the simulator): the
+    server uses level 1 (kube-apiserver's choice) unless a higher one buys enough size."""
+    plain = _list(env, "json")[: 8 << 20]  # 8 MiB is representative and keeps rounds short
+    out = benchmark.pedantic(gzip_compress, args=(plain, level), rounds=3, iterations=1)
+    _record(benchmark, f"gzip_level_{level}", "gzip_level_1" if level > 1 else None)
+    assert gzip.decompress(out) == plain
+    benchmark.extra_info["ratio"] = round(len(out) / len(plain), 4)
+    mb_s = len(plain) / 1e6 / float(statistics.median(benchmark.stats.stats.data))
+    benchmark.extra_info["mb_per_s"] = round(mb_s)
+    print(f"  level {level}: {len(out) / len(plain):.3f} of the size, {mb_s:.0f} MB/s")

@@ -18,7 +18,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from benches.kubelet_payload import kubelet_payload, lines_payload
-from kubemetrics import parse_resource_metrics
+from kubemetrics._native._testing import parse_resource_metrics
 
 PODS = 110
 BASELINE = "test_parse_110_pods_prometheus_client"

@@ -128,7 +128,7 @@ class Server:
             metrics,
         )
         metrics.sources.append(scraper.collect)
-        cycle = Cycle(scraper, store, discovery, metrics, c.metric_resolution)
+        cycle = Cycle(scraper, store, discovery, metrics, c.metric_resolution, inventory=inventory)
         health = standard_checks(
             informers_synced=lambda: discovery.has_synced,
             storage_ready=lambda: cycle.current().ready,

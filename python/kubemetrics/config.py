@@ -356,10 +356,10 @@ def _label_selector_error(selector: str) -> str | None:
 
     A malformed --node-selector must stop the start: passed on to the API server's node
     list+watch it would be refused on every attempt, leaving a server that never becomes ready.
-    The parser is the one that answers `labelSelector` queries, run over an empty snapshot.
+    The parser is the one that answers `labelSelector` queries.
     """
     try:
-        _native.select_nodes(_native.Store(60.0).snapshot(0), _native.Inventory(), selector, "")
+        _native.parse_label_selector(selector)
     except _native.SelectorError as e:
         return str(e)
     return None

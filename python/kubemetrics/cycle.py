@@ -2,8 +2,10 @@
 
     tick → ingest    every node's kubelet once; each body goes into `Store.ingest` as it arrives
     forget           what discovery saw leave the cluster since the last cycle
-    snapshot → warm → publish
-                     the one place the served data changes (`_publish`)
+    snapshot → view → publish
+                     the one place the served data changes (`_publish`): the snapshot's
+                     served view (labels as of now, label index, every item's values) is
+                     built before the one assignment that publishes it
     trim             give the cycle's freed memory back to the OS
 
 Upstream's `server.tick()` is `data := scraper.Scrape(); storage.Store(data)`; this is the
@@ -63,8 +65,13 @@ class Cycle:
         observer: CycleObserver,
         resolution: float,
         clock: Callable[[], float] = time.time,
+        *,
+        inventory: _native.Inventory | None = None,
     ) -> None:
+        """`inventory`: what each snapshot's view is built with before it is published;
+        without one (tests of the cycle alone) the API builds a view on first use."""
         self._scraper = scraper
+        self._inventory = inventory
         self._store = store
         self._discovery = discovery
         self._observer = observer
@@ -119,14 +126,16 @@ class Cycle:
             self._store.forget_pod(namespace, pod)
 
     async def _publish(self, now_ms: int) -> None:
-        """snapshot → warm → publish: the seam where what the API serves is built.
+        """snapshot → view → publish: the seam where what the API serves is built.
 
-        `Store.snapshot` and `warm_cache` release the GIL, so they run in a worker thread and
-        the loop keeps serving the previous snapshot meanwhile. (A per-snapshot view, or peers'
-        points merged in, belong here, before the one assignment that publishes.)
+        `Store.snapshot` and `Snapshot.view` release the GIL, so they run in a worker thread
+        and the loop keeps serving the previous snapshot meanwhile. The view takes the
+        inventory's members and labels as they are now (a label change shows from the next
+        cycle; a deletion applies to every view at once) and formats every item, so no request
+        after a new snapshot pays for it. (Peers' points merged in belong here too, before the
+        one assignment that publishes.)
         """
         snapshot = await asyncio.to_thread(self._store.snapshot, now_ms)
-        # Encode the protobuf pieces before publishing: `kubectl top` and the HPA ask for
-        # protobuf, and a first full list would otherwise pay this on the request path.
-        await asyncio.to_thread(_native.warm_cache, snapshot, "protobuf")
+        if self._inventory is not None:
+            await asyncio.to_thread(snapshot.view, self._inventory)
         self._published = snapshot

@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubemetrics import ResourceMetrics
+from kubemetrics._native._testing import ResourceMetrics
 
 CONTAINER_COLUMNS = (
     "namespace",

@@ -44,7 +44,17 @@ def kubelet_text(pods: Iterable[Pod], node_cpu: float, node_mem: int, ts_ms: int
 def build(
     cluster: dict[str, list[Pod]], node_mem: int = 2048 * 1024
 ) -> tuple[_native.Snapshot, _native.Inventory]:
-    """Two scrapes of every node, WINDOW_MS apart; an inventory holding every pod and node."""
+    """Two scrapes of every node, WINDOW_MS apart; an inventory holding every pod and node.
+    The snapshot's view is built on first use (`Snapshot.view`), with the inventory as it
+    is then."""
+    store, inv = build_store(cluster, node_mem)
+    return store.snapshot(T0_MS + WINDOW_MS + 1000), inv
+
+
+def build_store(
+    cluster: dict[str, list[Pod]], node_mem: int = 2048 * 1024
+) -> tuple[_native.Store, _native.Inventory]:
+    """`build`'s store and inventory, for tests that take more than one snapshot."""
     store = _native.Store(15.0)
     inv = _native.Inventory()
     for i, (node, pods) in enumerate(sorted(cluster.items())):
@@ -65,7 +75,7 @@ def build(
         inv.set_node(node, {"node": node, "kubernetes.io/role": "worker"})
         for p in pods:
             inv.set_pod(p.namespace, p.name, p.labels)
-    return store.snapshot(T0_MS + WINDOW_MS + 1000), inv
+    return store, inv
 
 
 def sample_cluster() -> dict[str, list[Pod]]:

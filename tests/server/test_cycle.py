@@ -169,3 +169,27 @@ def test_a_failing_snapshot_keeps_the_previous_one_and_later_cycles() -> None:
         assert cycle.current() is not first and cycle.cycles == 2
 
     asyncio.run(main())
+
+
+def test_the_view_is_built_before_publishing_with_the_labels_of_that_moment() -> None:
+    """A label changed after the cycle shows from the next view; the published snapshot's
+    view already exists (built in the cycle, not by the first request)."""
+
+    async def main() -> None:
+        store = _native.Store(15.0)
+        inv = _native.Inventory()
+        inv.set_pod("ns", "p", {"app": "before"})
+        cycle = Cycle(FakeScraper(), store, FakeDiscovery(), SelfMetrics(15.0), 15.0, inventory=inv)
+        now = int(time.time() * 1000)
+        store.ingest("n1", _payload(now - 10_000, 100.0), now)
+        store.ingest("n1", _payload(now, 101.0), now)
+        await cycle.run_once()
+        inv.set_pod("ns", "p", {"app": "after"})
+        view = cycle.current().view(inv)
+        assert len(view.query("pods", None, "app=before").select()) == 1
+        assert len(view.query("pods", None, "app=after").select()) == 0
+        await cycle.run_once()
+        view = cycle.current().view(inv)
+        assert len(view.query("pods", None, "app=after").select()) == 1
+
+    asyncio.run(main())

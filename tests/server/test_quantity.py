@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubemetrics import _native, quantity
+from kubemetrics import quantity
+from kubemetrics._native import _testing
 
 BINARY_SUFFIX = ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
 
@@ -42,7 +43,7 @@ def canonical(s: str) -> tuple[Fraction, str, int]:
     ],
 )
 def test_cpu_literals(nanocores: int, text: str) -> None:
-    assert _native.format_cpu(nanocores) == text
+    assert _testing.format_cpu(nanocores) == text
 
 
 @pytest.mark.parametrize(
@@ -63,12 +64,12 @@ def test_cpu_literals(nanocores: int, text: str) -> None:
     ],
 )
 def test_memory_literals(nbytes: int, text: str) -> None:
-    assert _native.format_memory(nbytes) == text
+    assert _testing.format_memory(nbytes) == text
 
 
 @given(st.one_of(st.integers(0, 2**64 - 1), st.integers(0, 10**6).map(lambda v: v * 10**6)))
 def test_cpu_is_canonical_decimal_si(nanocores: int) -> None:
-    text = _native.format_cpu(nanocores)
+    text = _testing.format_cpu(nanocores)
     value, suffix, mantissa = canonical(text)
     assert suffix not in BINARY_SUFFIX
     assert value == Fraction(nanocores, 10**9)
@@ -81,7 +82,7 @@ def test_cpu_is_canonical_decimal_si(nanocores: int) -> None:
 
 @given(st.one_of(st.integers(0, 2**63 - 1), st.integers(0, 2**20).map(lambda v: v * 1024)))
 def test_memory_is_canonical_binary_si(nbytes: int) -> None:
-    text = _native.format_memory(nbytes)
+    text = _testing.format_memory(nbytes)
     value, suffix, mantissa = canonical(text)
     assert value == nbytes
     if nbytes < 1024:
@@ -113,7 +114,7 @@ def test_memory_is_canonical_binary_si(nbytes: int) -> None:
     ],
 )
 def test_duration_literals(ms: int, text: str) -> None:
-    assert _native.format_duration(ms) == text
+    assert _testing.format_duration(ms) == text
 
 
 def go_duration_ms(ms: int) -> str:
@@ -137,13 +138,13 @@ def go_duration_ms(ms: int) -> str:
 
 @given(st.integers(-(10**12), 10**12))
 def test_duration_follows_go_rules(ms: int) -> None:
-    assert _native.format_duration(ms) == go_duration_ms(ms)
+    assert _testing.format_duration(ms) == go_duration_ms(ms)
 
 
 def test_out_of_range_inputs_are_python_errors() -> None:
     with pytest.raises(OverflowError):
-        _native.format_cpu(-1)
+        _testing.format_cpu(-1)
     with pytest.raises(OverflowError):
-        _native.format_memory(2**64)
+        _testing.format_memory(2**64)
     with pytest.raises(TypeError):
-        _native.format_duration("10")  # type: ignore[arg-type]
+        _testing.format_duration("10")  # type: ignore[arg-type]

@@ -2,8 +2,10 @@
 and `/metrics`, as one aiohttp application.
 
 Build it with `build_app(ApiDependencies(...))`. Handlers never touch per-pod data in Python:
-selection and encoding are single native calls over the current `Snapshot` (replaced once per
-scrape cycle), and the freshness histogram takes one vectorised update per response.
+they negotiate and authorize, then hand the request to the current snapshot's served `View`
+(built once per scrape cycle), which selects and encodes; `api.stream` sends the body in bounded
+chunks within the server-wide send budget. The freshness histogram takes one vectorised update
+per response.
 
 Every request passes, in order: the error middleware (turns failures into kube-apiserver-shaped
 `Status` bodies), authentication, authorization (`api.hooks`; allow-all by default), then the
@@ -20,8 +22,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import numpy as np
-import numpy.typing as npt
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -60,6 +60,7 @@ from kubemetrics.api.status import (
     unauthorized,
     withheld_internal_error,
 )
+from kubemetrics.api.stream import SendBudget, accepts_gzip, check_room, send
 from kubemetrics.gostrings import go_quote
 from kubemetrics.health import HealthChecks, health_routes
 from kubemetrics.logs import clip, kv
@@ -76,9 +77,10 @@ T = TypeVar("T")
 
 _VERSION_PATTERN = "|".join(discovery.VERSIONS)
 
-# Selection and encoding release the GIL; past this many items (a full list on a big cluster
-# takes tens to hundreds of milliseconds) they run on a worker thread so the event loop keeps
-# answering probes and small queries meanwhile. Below it the thread hop costs more than it saves.
+# Selection and response planning release the GIL; when a query examines this many candidates
+# (its `cost`: a full list on a big cluster, a selector only negative terms can express) they
+# run on a worker thread so the event loop keeps answering meanwhile. Below it (an HPA's
+# namespace + selector list, a get) the thread hop costs more than the work.
 OFFLOAD_ITEMS = 4096
 _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})  # Go's strconv.ParseBool
 # Table `includeObject` values → the encoder's table formats.
@@ -102,6 +104,7 @@ class ApiDependencies:
     - `clock`: wall-clock seconds (`creationTimestamp`, freshness).
     - `authenticator`/`authorizer`: the security slot (issue 5); defaults allow everything.
     - `admission`: entered between the two (`--max-requests-inflight`); default no limit.
+    - `send_budget`: bytes held for clients across the server (`api.stream`).
     """
 
     snapshot: SnapshotSource
@@ -109,6 +112,7 @@ class ApiDependencies:
     health: HealthChecks
     metrics: SelfMetrics
     clock: Clock = time.time
+    send_budget: SendBudget = field(default_factory=SendBudget)
     authenticator: Authenticator = field(default_factory=AllowAnonymous)
     authorizer: Authorizer = field(default_factory=AllowAll)
     admission: Admission = field(default_factory=AdmitAll)
@@ -172,61 +176,15 @@ def _request_attributes(request: web.Request, user: UserInfo) -> RequestAttribut
     return RequestAttributes(user=user, verb=method.lower(), path=path, resource_request=False)
 
 
-def _split_unescaped(text: str, sep: str) -> list[str]:
-    parts, start, i = [], 0, 0
-    while i < len(text):
-        if text[i] == "\\":
-            i += 2
-            continue
-        if text[i] == sep:
-            parts.append(text[start:i])
-            start = i + 1
-        i += 1
-    parts.append(text[start:])
-    return parts
-
-
-def _unescape_field_value(value: str) -> str | None:
-    out, i = [], 0
-    while i < len(value):
-        c = value[i]
-        if c == "\\":
-            if i + 1 >= len(value) or value[i + 1] not in "\\,=":
-                return None
-            c = value[i + 1]
-            i += 1
-        out.append(c)
-        i += 1
-    return "".join(out)
-
-
-def _split_term(term: str) -> tuple[str, str, str] | None:
-    """Go's fields.splitTerm: the first position where `!=`, `==` or `=` starts."""
-    for i in range(len(term)):
-        for op in ("!=", "==", "="):
-            if term.startswith(op, i):
-                return term[:i], op, term[i + len(op) :]
-    return None
-
-
 def _selected_name(field_selector: str) -> str:
     """The name a list's fieldSelector requires (`metadata.name=x` or `==x`), as
     kube-apiserver's RequestInfo takes it: terms in sorted order, the first match wins;
     a malformed selector or a name that is no valid path segment gives none."""
-    terms = sorted(_split_unescaped(field_selector, ","))
-    found: str | None = None
-    for term in terms:
-        if not term:
-            continue
-        split = _split_term(term)
-        if split is None:
-            return ""
-        field_, op, raw = split
-        value = _unescape_field_value(raw)
-        if value is None:
-            return ""
-        if found is None and op != "!=" and field_ == "metadata.name":
-            found = value
+    try:
+        terms = _native.parse_field_selector(field_selector)
+    except _native.SelectorError:
+        return ""
+    found = next((v for f, op, v in terms if f == "metadata.name" and op == "="), "")
     if not found or found in (".", "..") or "/" in found or "%" in found:
         return ""
     return found
@@ -288,30 +246,11 @@ async def _call(offload: bool, fn: Callable[..., T], *args: object) -> T:
     return fn(*args)
 
 
-class _FreshnessColumns:
-    """The timestamp columns of the current snapshot, fetched once per snapshot."""
-
-    def __init__(self) -> None:
-        self._snapshot: _native.Snapshot | None = None
-        self._nodes: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
-        self._pods: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
-
-    def columns(
-        self, snap: _native.Snapshot
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        if snap is not self._snapshot:
-            self._nodes = snap.timestamps_ms("nodes")
-            self._pods = snap.timestamps_ms("pods")
-            self._snapshot = snap
-        return self._nodes, self._pods
-
-
 class _MetricsApi:
     """Handlers of the metrics.k8s.io resources."""
 
     def __init__(self, deps: ApiDependencies) -> None:
         self._deps = deps
-        self._fresh = _FreshnessColumns()
 
     @staticmethod
     def _negotiate(request: web.Request) -> Negotiated:
@@ -338,117 +277,95 @@ class _MetricsApi:
             raise StatusError(method_not_supported(METRICS_GROUP, resource, "watch"))
         return request.query.get("labelSelector", ""), request.query.get("fieldSelector", "")
 
-    @staticmethod
-    def _respond(body: bytes, chosen: Negotiated) -> web.Response:
-        if chosen.format is Format.TABLE and chosen.table_version != "v1":
-            # The Table schema is identical in meta.k8s.io/v1beta1; only apiVersion differs
-            # (row objects included), so rename every meta.k8s.io/v1 apiVersion. The exact
-            # unescaped byte pattern cannot occur inside a JSON string value.
-            body = body.replace(
-                b'"apiVersion":"meta.k8s.io/v1"', b'"apiVersion":"meta.k8s.io/v1beta1"'
-            )
-        return web.Response(body=body, content_type=chosen.content_type)
+    def _view(self) -> _native.View:
+        # Built by the scrape cycle before it publishes the snapshot; only a snapshot nobody
+        # prepared (tests, the empty one before the first cycle) builds it here.
+        return self._deps.snapshot().view(self._deps.inventory)
 
-    async def _answer(
-        self,
-        request: web.Request,
-        chosen: Negotiated,
-        encode: Callable[..., bytes],
-        snap: _native.Snapshot,
-        idx: npt.NDArray[np.int64],
-        timestamps: npt.NDArray[np.int64],
-        now: float,
-        *,
-        single: bool,
+    async def _send(
+        self, request: web.Request, chosen: Negotiated, body: _native.Body, now: float
     ) -> web.StreamResponse:
-        """Encode the selected items (off the loop when many), record their freshness, reply."""
-        body = await _call(
-            len(idx) >= OFFLOAD_ITEMS,
-            functools.partial(
-                encode,
-                api_version=request.match_info["version"],
-                fmt=self._fmt(request, chosen),
-                single=single,
-                now_s=now,
-            ),
-            snap,
-            self._deps.inventory,
-            idx,
-        )
-        self._deps.metrics.observe_freshness(now, timestamps[idx])
-        return self._respond(body, chosen)
+        self._deps.metrics.observe_freshness(now, body.timestamps_ms())
+        return await send(request, body, chosen.content_type, self._deps.send_budget)
 
-    async def list_nodes(self, request: web.Request) -> web.StreamResponse:
-        label, fields = self._selectors(request, "nodes")
+    async def _list(
+        self, request: web.Request, kind: str, namespace: str | None
+    ) -> web.StreamResponse:
+        label, fields = self._selectors(request, kind)
         chosen = self._negotiate(request)
-        deps = self._deps
-        snap = deps.snapshot()
-        now = deps.clock()
-        big = deps.inventory.node_count() >= OFFLOAD_ITEMS
+        check_room(self._deps.send_budget)
         try:
-            idx = await _call(big, _native.select_nodes, snap, deps.inventory, label, fields)
+            query = self._view().query(kind, namespace, label, fields)
         except _native.SelectorError as e:
             raise StatusError(bad_request(str(e))) from None
-        nodes = self._fresh.columns(snap)[0]
-        return await self._answer(
-            request, chosen, _native.encode_nodes, snap, idx, nodes, now, single=False
+        fmt = self._fmt(request, chosen)
+        now = self._deps.clock()
+        body = await _call(
+            query.cost >= OFFLOAD_ITEMS,
+            functools.partial(
+                query.respond,
+                api_version=request.match_info["version"],
+                fmt=fmt,
+                now_s=now,
+                table_version=chosen.table_version,
+                gzip=accepts_gzip(request),
+            ),
         )
+        return await self._send(request, chosen, body, now)
+
+    async def _get(
+        self, request: web.Request, kind: str, namespace: str, name: str
+    ) -> web.StreamResponse:
+        chosen = self._negotiate(request)
+        check_room(self._deps.send_budget)
+        view = self._view()
+        now = self._deps.clock()
+        version = request.match_info["version"]
+        try:
+            fmt = self._fmt(request, chosen)
+        except StatusError:
+            # A missing object is a 404 before its (Table) rendering is looked at.
+            if view.get(kind, namespace, name, api_version=version, fmt="json", now_s=now):
+                raise
+            fmt = "json"
+        body = view.get(
+            kind,
+            namespace,
+            name,
+            api_version=version,
+            fmt=fmt,
+            now_s=now,
+            table_version=chosen.table_version,
+            gzip=accepts_gzip(request),
+        )
+        if body is None:
+            if kind == "nodes":
+                raise StatusError(not_found(METRICS_GROUP, "nodemetrics", name))
+            raise StatusError(not_found(METRICS_GROUP, "podmetrics", f"{namespace}/{name}"))
+        return await self._send(request, chosen, body, now)
+
+    async def list_nodes(self, request: web.Request) -> web.StreamResponse:
+        return await self._list(request, "nodes", None)
 
     async def get_node(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        chosen = self._negotiate(request)
-        deps = self._deps
-        if not deps.inventory.has_node(name):
+        if not self._deps.inventory.has_node(name):
             # upstream: the typed node lister's NotFound (resource "node", core group)
+            self._negotiate(request)
             raise StatusError(not_found("", "node", name))
-        snap = deps.snapshot()
-        now = deps.clock()
-        i = snap.node_index(name)
-        if i is None:
-            raise StatusError(not_found(METRICS_GROUP, "nodemetrics", name))
-        idx = np.array([i], dtype=np.int64)
-        nodes = self._fresh.columns(snap)[0]
-        return await self._answer(
-            request, chosen, _native.encode_nodes, snap, idx, nodes, now, single=True
-        )
+        return await self._get(request, "nodes", "", name)
 
     async def list_pods(self, request: web.Request) -> web.StreamResponse:
-        namespace = request.match_info.get("namespace")
-        label, fields = self._selectors(request, "pods")
-        chosen = self._negotiate(request)
-        deps = self._deps
-        snap = deps.snapshot()
-        now = deps.clock()
-        big = deps.inventory.pod_count() >= OFFLOAD_ITEMS
-        try:
-            idx = await _call(
-                big, _native.select_pods, snap, deps.inventory, namespace, label, fields
-            )
-        except _native.SelectorError as e:
-            raise StatusError(bad_request(str(e))) from None
-        pods = self._fresh.columns(snap)[1]
-        return await self._answer(
-            request, chosen, _native.encode_pods, snap, idx, pods, now, single=False
-        )
+        return await self._list(request, "pods", request.match_info.get("namespace"))
 
     async def get_pod(self, request: web.Request) -> web.StreamResponse:
         namespace = request.match_info["namespace"]
         name = request.match_info["name"]
-        chosen = self._negotiate(request)
-        deps = self._deps
-        if not deps.inventory.has_pod(namespace, name):
+        if not self._deps.inventory.has_pod(namespace, name):
             # upstream: the pod metadata lister's NotFound (resource "pods", core group)
+            self._negotiate(request)
             raise StatusError(not_found("", "pods", name))
-        snap = deps.snapshot()
-        now = deps.clock()
-        i = snap.pod_index(namespace, name)
-        if i is None:
-            raise StatusError(not_found(METRICS_GROUP, "podmetrics", f"{namespace}/{name}"))
-        idx = np.array([i], dtype=np.int64)
-        pods = self._fresh.columns(snap)[1]
-        return await self._answer(
-            request, chosen, _native.encode_pods, snap, idx, pods, now, single=True
-        )
+        return await self._get(request, "pods", namespace, name)
 
 
 def _static(body: bytes, content_type: str = JSON) -> Handler:

@@ -76,3 +76,57 @@ impl NodeMetrics {
         self.name.is_empty()
     }
 }
+
+impl Snapshot {
+    /// Every column has the right length and container ranges are in order and
+    /// in bounds, so readers can index without checks failing. The store
+    /// always builds consistent snapshots; this turns a bug into an error
+    /// instead of a panic.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        let n = &self.nodes;
+        let len = n.name.len();
+        if [
+            n.cpu_nanocores.len(),
+            n.memory_bytes.len(),
+            n.timestamp_ms.len(),
+            n.window_ms.len(),
+        ]
+        .iter()
+        .any(|&l| l != len)
+        {
+            return Err("node columns differ in length");
+        }
+        let p = &self.pods;
+        let len = p.name.len();
+        if [
+            p.namespace.len(),
+            p.node.len(),
+            p.timestamp_ms.len(),
+            p.window_ms.len(),
+        ]
+        .iter()
+        .any(|&l| l != len)
+        {
+            return Err("pod columns differ in length");
+        }
+        if p.container_start.len() != len + 1 {
+            return Err("container_start is not pods + 1 long");
+        }
+        let c = &self.containers;
+        let clen = c.name.len();
+        if c.cpu_nanocores.len() != clen || c.memory_bytes.len() != clen {
+            return Err("container columns differ in length");
+        }
+        if p.container_start.windows(2).any(|w| w[0] > w[1])
+            || p.container_start
+                .last()
+                .is_some_and(|&e| e as usize != clen)
+        {
+            return Err("container ranges out of order or bounds");
+        }
+        if len > u32::MAX as usize || self.nodes.len() > u32::MAX as usize {
+            return Err("more items than a view can index");
+        }
+        Ok(())
+    }
+}

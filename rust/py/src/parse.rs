@@ -1,5 +1,6 @@
-//! `parse_resource_metrics`, `ResourceMetrics` and `ParseError`: the door to
-//! `kubemetrics_core::parse`.
+//! `ParseError` (raised by `Store.ingest`), and the parser's own door for
+//! tests and benchmarks (`_testing.parse_resource_metrics`,
+//! `_testing.ResourceMetrics`): the door to `kubemetrics_core::parse`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -36,7 +37,11 @@ pub(crate) fn parse_guarded(data: &[u8]) -> Result<Batch, kubemetrics_core::pars
 
 /// One parsed kubelet payload. Holds the Rust batch so that
 /// `Store.ingest_parsed` takes it without converting anything.
-#[pyclass(module = "kubemetrics._native", name = "ResourceMetrics", frozen)]
+#[pyclass(
+    module = "kubemetrics._native._testing",
+    name = "ResourceMetrics",
+    frozen
+)]
 pub struct ResourceMetrics {
     pub(crate) batch: Batch,
 }
@@ -111,12 +116,16 @@ pub fn parse_resource_metrics(py: Python<'_>, data: &[u8]) -> PyResult<ResourceM
     }
 }
 
-/// Adds the parser's names to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(parse_resource_metrics, m)?)?;
-    m.add_class::<ResourceMetrics>()?;
     m.add("ParseError", m.py().get_type::<ParseError>())?;
-    m.add(
+    Ok(())
+}
+
+/// The parser's own door, for tests and benchmarks.
+pub(crate) fn register_testing(t: &Bound<'_, PyModule>) -> PyResult<()> {
+    t.add_function(wrap_pyfunction!(parse_resource_metrics, t)?)?;
+    t.add_class::<ResourceMetrics>()?;
+    t.add(
         "PARSE_MAX_LINE_BYTES",
         kubemetrics_core::parse::MAX_LINE_BYTES,
     )?;

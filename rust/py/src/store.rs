@@ -1,4 +1,5 @@
-//! `Store` and `Snapshot`: the Python door to `kubemetrics_core::store`.
+//! `Store` and `Snapshot`: the Python door to `kubemetrics_core::store`, and
+//! the snapshot's served view (`kubemetrics_core::encode::Served`).
 //!
 //! The store lives behind a `Mutex` in a frozen pyclass: every method drops
 //! the GIL before touching it, so an `ingest` parsing on one thread never
@@ -8,6 +9,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use kubemetrics_core::encode::Served;
 use kubemetrics_core::parse::Batch;
 use kubemetrics_core::snapshot::Snapshot as CoreSnapshot;
 use kubemetrics_core::store::Store as CoreStore;
@@ -16,7 +18,10 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use crate::parse::{parse_guarded, ParseError, ResourceMetrics};
+use crate::guarded;
+use crate::inventory::Inventory;
+use crate::parse::{parse_guarded, ParseError};
+use crate::view::View;
 
 /// Last/prev points of every node and container; rates per SPEC §3.
 #[pyclass(module = "kubemetrics._native", name = "Store", frozen)]
@@ -34,7 +39,7 @@ impl Store {
     /// The store is written not to panic; should a bug slip through, the
     /// scraper gets an ordinary exception for that node instead of a
     /// PanicException (not an `Exception`) unwinding its loop.
-    fn store(&self, node: &str, batch: &Batch, request_time_ms: i64) -> PyResult<()> {
+    pub(crate) fn store(&self, node: &str, batch: &Batch, request_time_ms: i64) -> PyResult<()> {
         catch_unwind(AssertUnwindSafe(|| {
             self.lock().ingest(node, batch, request_time_ms)
         }))
@@ -83,18 +88,6 @@ impl Store {
         })
     }
 
-    /// Store a batch already parsed by `parse_resource_metrics`.
-    fn ingest_parsed(
-        &self,
-        py: Python<'_>,
-        node: &str,
-        metrics: &Bound<'_, ResourceMetrics>,
-        request_time_ms: i64,
-    ) -> PyResult<()> {
-        let batch = &metrics.get().batch;
-        py.detach(|| self.store(node, batch, request_time_ms))
-    }
-
     fn forget_node(&self, py: Python<'_>, node: &str) {
         py.detach(|| self.lock().forget_node(node));
     }
@@ -108,6 +101,7 @@ impl Store {
         let snap = py.detach(|| self.lock().snapshot(now_ms));
         Snapshot {
             inner: Arc::new(snap),
+            served: Mutex::new(None),
         }
     }
 
@@ -128,11 +122,14 @@ impl Store {
     }
 }
 
-/// One consistent view of every servable node and pod (immutable).
+/// One consistent view of every servable node and pod (immutable), and the
+/// served view built from it (at most one, for one inventory).
 #[pyclass(module = "kubemetrics._native", name = "Snapshot", frozen)]
 pub struct Snapshot {
-    /// Shared with the encoders, which read it without copying.
+    /// Shared with the view, which reads it without copying.
     pub(crate) inner: Arc<CoreSnapshot>,
+    /// (the inventory's id, the view built with it)
+    served: Mutex<Option<(u64, Arc<Served>)>>,
 }
 
 /// Names as a numpy object array of `str`. Consecutive equal names (a sorted
@@ -212,6 +209,32 @@ impl Snapshot {
                 "unknown kind {other:?}: expected \"nodes\" or \"pods\""
             ))),
         }
+    }
+
+    /// The served view of this snapshot with `inventory`'s members and labels:
+    /// built on first use (GIL released; the scrape cycle does it in a worker
+    /// thread before publishing the snapshot), then the same object's data.
+    fn view(&self, py: Python<'_>, inventory: &Bound<'_, Inventory>) -> PyResult<View> {
+        let shared = &inventory.get().shared;
+        let snap = self.inner.clone();
+        let served = py
+            .detach(|| {
+                guarded("view", || {
+                    let mut slot = self.served.lock().unwrap_or_else(PoisonError::into_inner);
+                    if let Some((id, s)) = slot.as_ref() {
+                        if *id == shared.id() {
+                            return Ok(s.clone());
+                        }
+                    }
+                    let s = Arc::new(Served::build(snap, shared)?);
+                    *slot = Some((shared.id(), s.clone()));
+                    Ok(s)
+                })
+            })?
+            .map_err(|e: kubemetrics_core::encode::EncodeError| {
+                PyRuntimeError::new_err(format!("internal error building the view (a bug): {e}"))
+            })?;
+        Ok(View::new(served))
     }
 
     /// At least one node and one pod servable.

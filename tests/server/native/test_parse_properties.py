@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kubemetrics import ParseError, parse_resource_metrics
+from kubemetrics import ParseError
+from kubemetrics._native._testing import parse_resource_metrics
 from tests.helpers.reference import reference_decode, rows_of, same
 
 SETTINGS = settings(

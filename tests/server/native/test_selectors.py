@@ -1,9 +1,11 @@
 """Label and field selectors (Kubernetes syntax and messages) and the selection of servable
-nodes and pods: only objects in both the inventory and the snapshot, sorted."""
+nodes and pods through a snapshot's view: only objects in both the inventory and the snapshot,
+sorted; the label index agreeing with a plain scan on random clusters and selectors."""
 
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kubemetrics import _native
+from kubemetrics._native._testing import select_scan
 from tests.helpers.snapshots import Container, Pod, build
 
 LABELS = {"app": "web", "tier": "front", "n": "5", "empty": "", "example.com/role": "db"}
@@ -39,16 +42,30 @@ def env() -> tuple[_native.Snapshot, _native.Inventory]:
     return build(cluster())
 
 
-def pods(env: tuple[_native.Snapshot, _native.Inventory], *args: object) -> list[str]:
-    snap, inv = env
-    idx = _native.select_pods(snap, inv, *args)  # type: ignore[arg-type]
+def selected(
+    view: _native.View, kind: str, namespace: str | None, labels: str, fields: str
+) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """The view's indexed selection, checked against the plain scan."""
+    idx = view.query(kind, namespace, labels, fields).select()
     assert idx.dtype == np.int64
+    assert list(idx) == list(select_scan(view, kind, namespace, labels, fields))
+    return idx
+
+
+def pods(
+    env: tuple[_native.Snapshot, _native.Inventory],
+    namespace: str | None = None,
+    labels: str = "",
+    fields: str = "",
+) -> list[str]:
+    snap, inv = env
+    idx = selected(snap.view(inv), "pods", namespace, labels, fields)
     return [f"{snap.pods['namespace'][i]}/{snap.pods['name'][i]}" for i in idx]
 
 
-def nodes(env: tuple[_native.Snapshot, _native.Inventory], *args: str) -> list[str]:
+def nodes(env: tuple[_native.Snapshot, _native.Inventory], labels: str, fields: str) -> list[str]:
     snap, inv = env
-    idx = _native.select_nodes(snap, inv, *args)
+    idx = selected(snap.view(inv), "nodes", None, labels, fields)
     return [str(snap.nodes["name"][i]) for i in idx]
 
 
@@ -130,8 +147,9 @@ def test_malformed_label_selectors(
 ) -> None:
     snap, inv = env
     for call in (
-        lambda: _native.select_pods(snap, inv, None, selector, ""),
-        lambda: _native.select_nodes(snap, inv, selector, ""),
+        lambda: snap.view(inv).query("pods", None, selector, ""),
+        lambda: snap.view(inv).query("nodes", None, selector, ""),
+        lambda: _native.parse_label_selector(selector),
     ):
         with pytest.raises(_native.SelectorError) as e:
             call()
@@ -145,9 +163,9 @@ def test_label_keys_and_values_are_validated(
     snap, inv = env
     for bad in ("a=" + "v" * 64, "Bad_Prefix/x=1", "a/b/c", "/x", "x/", "-a=1", "a=-b"):
         with pytest.raises(_native.SelectorError):
-            _native.select_pods(snap, inv, None, bad, "")
+            snap.view(inv).query("pods", None, bad, "")
     for good in ("a=" + "v" * 63, "k8s.io/x=1", "a.b_c-d=E.f_G-1", "x in (in, notin)"):
-        _native.select_pods(snap, inv, None, good, "")
+        snap.view(inv).query("pods", None, good, "")
 
 
 def test_pod_field_selectors(env: tuple[_native.Snapshot, _native.Inventory]) -> None:
@@ -217,10 +235,7 @@ def test_bad_field_selectors(
 ) -> None:
     snap, inv = env
     with pytest.raises(_native.SelectorError) as e:
-        if kind == "nodes":
-            _native.select_nodes(snap, inv, "", selector)
-        else:
-            _native.select_pods(snap, inv, None, "", selector)
+        snap.view(inv).query(kind, None, "", selector)
     assert str(e.value) == message
 
 
@@ -240,8 +255,27 @@ def test_selection_is_the_intersection_of_inventory_and_snapshot() -> None:
     assert pods((snap, inv), "default", "app=web", "") == ["default/a", "default/c"]
     assert nodes((snap, inv), "", "") == ["node-1", "node-3"]
     empty = _native.Inventory()
-    assert len(_native.select_pods(snap, empty, None, "", "")) == 0
-    assert len(_native.select_nodes(snap, empty, "", "")) == 0
+    assert len(snap.view(empty).query("pods").select()) == 0
+    assert len(snap.view(empty).query("nodes").select()) == 0
+
+
+def test_deletions_apply_at_once_additions_and_labels_with_the_next_view() -> None:
+    snap, inv = build(cluster())
+    view = snap.view(inv)
+    assert pods((snap, inv), "default") == ["default/a", "default/b", "default/c"]
+    inv.delete_pod("default", "b")
+    inv.set_pod("default", "c", {"app": "changed"})
+    inv.delete_node("node-2")
+    assert snap.view(inv) is not view  # a new handle...
+    assert pods((snap, inv), "default") == ["default/a", "default/c"]  # ...on the same view
+    assert pods((snap, inv), "default", "app=web") == ["default/a", "default/c"]
+    assert pods((snap, inv), "default", "app=changed") == []
+    assert nodes((snap, inv), "", "") == ["node-1", "node-3"]
+    inv.set_pod("default", "b", {"app": "db"})  # back: a new member, for the next view
+    assert pods((snap, inv), "default") == ["default/a", "default/c"]
+    snap2, _ = build(cluster())
+    assert pods((snap2, inv), "default", "app=changed") == ["default/c"]
+    assert pods((snap2, inv), "default") == ["default/a", "default/b", "default/c"]
 
 
 def test_inventory_bookkeeping() -> None:
@@ -276,12 +310,9 @@ def test_any_selector_is_an_answer_or_a_selector_error(tokens: list[str], junk: 
     snap, inv = _ENV
     for text in ("".join(tokens), junk, "".join(tokens) + junk):
         for label, field in ((text, ""), ("", text)):
-            for call in (
-                lambda: _native.select_pods(snap, inv, None, label, field),  # noqa: B023
-                lambda: _native.select_nodes(snap, inv, label, field),  # noqa: B023
-            ):
+            for kind in ("pods", "nodes"):
                 try:
-                    idx = call()
+                    idx = selected(snap.view(inv), kind, None, label, field)
                 except _native.SelectorError:
                     continue
                 assert list(idx) == sorted(idx)
@@ -301,3 +332,98 @@ def test_results_are_sorted_across_namespaces_and_nodes() -> None:
     got = pods((snap, inv), None, "i in (0,2)", "")
     keys = [tuple(x.split("/")) for x in got]
     assert keys == sorted(keys) and len(keys) == 80
+
+
+def test_selector_parsers() -> None:
+    assert _native.parse_label_selector("b in (y,x,y), a, !c, d!=1, e>3") == [
+        ("a", "exists", []),
+        ("b", "in", ["x", "y"]),
+        ("c", "!", []),
+        ("d", "!=", ["1"]),
+        ("e", "gt", ["3"]),
+    ]
+    assert _native.parse_label_selector("") == []
+    assert _native.parse_field_selector("metadata.uid=x,metadata.name==a\\,b,spec.x!=y") == [
+        ("metadata.name", "=", "a,b"),
+        ("metadata.uid", "=", "x"),
+        ("spec.x", "!=", "y"),
+    ]
+    with pytest.raises(_native.SelectorError, match="can't understand"):
+        _native.parse_field_selector("nonsense")
+
+
+KEYS = ["a", "b", "c"]
+VALUES = ["x", "y", "z", "1", "10", ""]
+NAMESPACES = ["ns0", "ns1", "ns2"]
+
+
+@st.composite
+def label_selectors(draw: st.DrawFn) -> str:
+    terms = []
+    for _ in range(draw(st.integers(0, 3))):
+        k, v = draw(st.sampled_from(KEYS)), draw(st.sampled_from(VALUES))
+        vs = ",".join(draw(st.lists(st.sampled_from(VALUES), min_size=1, max_size=3)))
+        terms.append(
+            draw(
+                st.sampled_from(
+                    [f"{k}={v}", f"{k}!={v}", f"{k} in ({vs})", f"{k} notin ({vs})", k, f"!{k}"]
+                    + ([f"{k}>{v}", f"{k}<{v}"] if v.isdigit() else [])
+                )
+            )
+        )
+    return ",".join(terms)
+
+
+@st.composite
+def field_selectors(draw: st.DrawFn) -> str:
+    terms = []
+    for _ in range(draw(st.integers(0, 2))):
+        op = draw(st.sampled_from(["=", "!="]))
+        terms.append(
+            draw(
+                st.sampled_from(
+                    [
+                        f"metadata.name{op}p{draw(st.integers(0, 5))}",
+                        f"metadata.namespace{op}{draw(st.sampled_from(NAMESPACES))}",
+                        f"spec.nodeName{op}node-{draw(st.integers(0, 3))}",
+                    ]
+                )
+            )
+        )
+    return ",".join(terms)
+
+
+labels_maps = st.dictionaries(st.sampled_from(KEYS), st.sampled_from(VALUES), max_size=3)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(NAMESPACES), st.integers(0, 5), st.integers(0, 3), labels_maps),
+        max_size=30,
+        unique_by=lambda t: (t[0], t[1]),
+    ),
+    st.lists(
+        st.tuples(label_selectors(), field_selectors(), st.booleans()), min_size=1, max_size=8
+    ),
+    st.sets(st.integers(0, 29), max_size=5),
+)
+def test_indexed_selection_equals_a_plain_scan(
+    rows: list[tuple[str, int, int, dict[str, str]]],
+    queries: list[tuple[str, str, bool]],
+    deleted: set[int],
+) -> None:
+    cluster: dict[str, list[Pod]] = {f"node-{n}": [] for n in range(4)}
+    for ns, p, n, labels in rows:
+        cluster[f"node-{n}"].append(Pod(ns, f"p{p}", [Container("c", 1.0, 0.1, 1)], labels))
+    snap, inv = build(cluster)
+    view = snap.view(inv)
+    for k in deleted:  # members deleted after the build: gone at once, index or not
+        if k < len(rows):
+            inv.delete_pod(rows[k][0], f"p{rows[k][1]}")
+    for labels, fields, namespaced in queries:
+        namespace = NAMESPACES[len(labels) % 3] if namespaced else None
+        got = selected(view, "pods", namespace, labels, fields)
+        for i in got:
+            key = (str(snap.pods["namespace"][i]), int(str(snap.pods["name"][i])[1:]))
+            assert key not in {(rows[k][0], rows[k][1]) for k in deleted if k < len(rows)}

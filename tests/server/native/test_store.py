@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from kubemetrics import Snapshot, Store
-from kubemetrics._native import ParseError, parse_resource_metrics
+from kubemetrics._native import ParseError
+from kubemetrics._native._testing import ingest_parsed, parse_resource_metrics
 from kubemetrics_sim.payload import ContainerSample, NodeSample, kubelet_text
 from tests.helpers.paths import SHARED_FIXTURES
 
@@ -431,8 +432,8 @@ def test_ingest_parsed_matches_ingest() -> None:
     a, b = Store(RES), Store(RES)
     a.ingest("n", data, T0)
     a.ingest("n", later, T0 + 12_000)
-    b.ingest_parsed("n", parse_resource_metrics(data), T0)
-    b.ingest_parsed("n", parse_resource_metrics(later), T0 + 12_000)
+    ingest_parsed(b, "n", parse_resource_metrics(data), T0)
+    ingest_parsed(b, "n", parse_resource_metrics(later), T0 + 12_000)
     sa, sb = a.snapshot(T0 + 12_000), b.snapshot(T0 + 12_000)
     for part in ("nodes", "pods", "containers"):
         ca, cb = getattr(sa, part), getattr(sb, part)

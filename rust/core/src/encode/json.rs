@@ -1,12 +1,10 @@
-//! JSON per-item fragments (strings are escaped by `wire::json`).
-//!
-//! A fragment is an item without its leading `{` and without the parts that
-//! vary per request, split where `creationTimestamp`'s value goes:
+//! JSON fragments: one item without its leading `{` and without the parts
+//! that vary per request, split where `creationTimestamp`'s value goes:
 //! `"metadata":{"name":…,"creationTimestamp":"` ‖ `},"timestamp":…}`.
 //! An item is then `{` [kind/apiVersion] head NOW `"` labels tail.
 
 use crate::snapshot::Snapshot;
-pub use crate::wire::json::write_str;
+use crate::wire::json::write_str;
 use crate::wire::quantity::{
     ms_to_ns, ms_to_seconds, write_cpu, write_duration_ns, write_memory, write_rfc3339,
 };

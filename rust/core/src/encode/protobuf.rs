@@ -1,4 +1,4 @@
-//! Protobuf wire pieces for `application/vnd.kubernetes.protobuf`.
+//! Protobuf pieces for `application/vnd.kubernetes.protobuf`.
 //!
 //! Field numbers, from the upstream .proto files:
 //! - runtime.Unknown: typeMeta=1 {apiVersion=1, kind=2}, raw=2,
@@ -17,8 +17,9 @@
 //! on the request time and the labels, is computed when a list is assembled.
 
 use crate::snapshot::Snapshot;
-pub use crate::wire::proto::{field_len, time_field_len, write_time_field};
-use crate::wire::proto::{write_bytes_field, write_duration_field, write_len_prefix};
+use crate::wire::proto::{
+    field_len, write_bytes_field, write_duration_field, write_len_prefix, write_time_field,
+};
 use crate::wire::quantity::{ms_to_ns, ms_to_seconds, write_cpu, write_memory};
 
 pub const MAGIC: &[u8; 4] = b"k8s\0";
@@ -26,8 +27,7 @@ pub const MAGIC: &[u8; 4] = b"k8s\0";
 /// One `map<string,Quantity>` entry: {1: key, 2: Quantity{1: text}}.
 fn write_quantity_entry(out: &mut Vec<u8>, field: u8, k: &str, text: &[u8]) {
     let value = field_len(text.len());
-    let body = field_len(k.len()) + field_len(value);
-    write_len_prefix(out, field, body);
+    write_len_prefix(out, field, field_len(k.len()) + field_len(value));
     write_bytes_field(out, 1, k.as_bytes());
     write_len_prefix(out, 2, value);
     write_bytes_field(out, 1, text);
@@ -76,8 +76,7 @@ pub fn pod_fragment(snap: &Snapshot, i: usize, out: &mut Vec<u8>) -> usize {
 /// the raw bytes. The caller appends the raw message and then [`UNKNOWN_TAIL`].
 pub fn write_envelope_head(out: &mut Vec<u8>, api_version: &str, kind: &str, raw_len: usize) {
     out.extend_from_slice(MAGIC);
-    let tm = field_len(api_version.len()) + field_len(kind.len());
-    write_len_prefix(out, 1, tm);
+    write_len_prefix(out, 1, field_len(api_version.len()) + field_len(kind.len()));
     write_bytes_field(out, 1, api_version.as_bytes());
     write_bytes_field(out, 2, kind.as_bytes());
     write_len_prefix(out, 2, raw_len);
