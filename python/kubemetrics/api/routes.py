@@ -60,7 +60,13 @@ from kubemetrics.api.status import (
     unauthorized,
     withheld_internal_error,
 )
-from kubemetrics.api.stream import SendBudget, accepts_gzip, check_room, send
+from kubemetrics.api.stream import (
+    RESPONSE_DEADLINE_SECONDS,
+    SendBudget,
+    accepts_gzip,
+    check_room,
+    send,
+)
 from kubemetrics.gostrings import go_quote
 from kubemetrics.health import HealthChecks, health_routes
 from kubemetrics.logs import clip, kv
@@ -105,6 +111,7 @@ class ApiDependencies:
     - `authenticator`/`authorizer`: the security slot (issue 5); defaults allow everything.
     - `admission`: entered between the two (`--max-requests-inflight`); default no limit.
     - `send_budget`: bytes held for clients across the server (`api.stream`).
+    - `response_deadline`: seconds a response may take to be written (`api.stream`).
     """
 
     snapshot: SnapshotSource
@@ -113,6 +120,7 @@ class ApiDependencies:
     metrics: SelfMetrics
     clock: Clock = time.time
     send_budget: SendBudget = field(default_factory=SendBudget)
+    response_deadline: float = RESPONSE_DEADLINE_SECONDS
     authenticator: Authenticator = field(default_factory=AllowAnonymous)
     authorizer: Authorizer = field(default_factory=AllowAll)
     admission: Admission = field(default_factory=AdmitAll)
@@ -286,7 +294,10 @@ class _MetricsApi:
         self, request: web.Request, chosen: Negotiated, body: _native.Body, now: float
     ) -> web.StreamResponse:
         self._deps.metrics.observe_freshness(now, body.timestamps_ms())
-        return await send(request, body, chosen.content_type, self._deps.send_budget)
+        deps = self._deps
+        return await send(
+            request, body, chosen.content_type, deps.send_budget, deps.response_deadline
+        )
 
     async def _list(
         self, request: web.Request, kind: str, namespace: str | None

@@ -116,7 +116,10 @@ async def send(
         try:
             async with asyncio.timeout(deadline):
                 await resp.prepare(request)
-                if body.gzip:
+                if request.method == "HEAD":
+                    # Headers only (a StreamResponse would send what it is given).
+                    pass
+                elif body.gzip:
                     # Deflate costs ~1 ms per chunk: a worker thread, not the event loop.
                     while chunk := await asyncio.to_thread(body.read):
                         await resp.write(chunk)
