@@ -106,18 +106,25 @@ async def send(
     if not budget.try_reserve(held):
         raise StatusError(too_many_requests(RETRY_AFTER_SECONDS))
     try:
-        resp = web.StreamResponse()
-        resp.content_type = content_type
-        if body.gzip:
-            resp.headers["Content-Encoding"] = "gzip"
-            resp.headers["Vary"] = "Accept-Encoding"
+        resp: web.StreamResponse
+        if not body.gzip and body.length <= CHUNK_BYTES // 2:
+            # One chunk (an HPA's answer, a get): headers and body in one write, which a
+            # StreamResponse (headers sent at prepare) would split in two TLS records.
+            resp = web.Response(body=body.read(), content_type=content_type)
         else:
-            resp.content_length = body.length
+            resp = web.StreamResponse()
+            resp.content_type = content_type
+            if body.gzip:
+                resp.headers["Content-Encoding"] = "gzip"
+                resp.headers["Vary"] = "Accept-Encoding"
+            else:
+                resp.content_length = body.length
         try:
             async with asyncio.timeout(deadline):
                 await resp.prepare(request)
-                if request.method == "HEAD":
-                    # Headers only (a StreamResponse would send what it is given).
+                if isinstance(resp, web.Response) or request.method == "HEAD":
+                    # The body is in the Response, or not sent at all (a StreamResponse
+                    # would send what it is given, also to a HEAD).
                     pass
                 elif body.gzip:
                     # Deflate costs ~1 ms per chunk: a worker thread, not the event loop.

@@ -66,6 +66,10 @@ class CABundle:
     # Leaf DER -> when its successful verification must be redone. The aggregator sends every
     # request with the same certificate; one chain verification per minute is plenty.
     _verified: dict[bytes, float] = field(default_factory=dict, compare=False, repr=False)
+    # Leaf DER -> (until when, why) for certificates that did not verify: a client whose
+    # certificate is from another CA (the front-proxy step sees every direct client's) would
+    # otherwise pay a failing chain verification on every request.
+    _failed: dict[bytes, tuple[float, str]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_pem(cls, pem: bytes | str, source: str = "") -> CABundle:
@@ -90,8 +94,32 @@ class CABundle:
             raise CertificateError("no CA configured")
         der = leaf.public_bytes(serialization.Encoding.DER)
         wall = time.time()
-        if now is None and self._verified.get(der, 0.0) > wall:
-            return
+        if now is None:
+            if self._verified.get(der, 0.0) > wall:
+                return
+            failed = self._failed.get(der)
+            if failed is not None and failed[0] > wall:
+                raise CertificateError(failed[1])
+        try:
+            self._verify(leaf, intermediates, now)
+        except CertificateError as e:
+            if now is None:
+                if len(self._failed) > 1024:
+                    self._failed.clear()
+                self._failed[der] = (wall + VERIFIED_TTL, str(e))
+            raise
+        if now is None:
+            if len(self._verified) > 1024:
+                self._verified.clear()
+            expires = leaf.not_valid_after_utc.timestamp()
+            self._verified[der] = min(wall + VERIFIED_TTL, expires)
+
+    def _verify(
+        self,
+        leaf: x509.Certificate,
+        intermediates: Sequence[x509.Certificate],
+        now: datetime.datetime | None,
+    ) -> None:
         _check_client_usage(leaf)
         builder = (
             verification.PolicyBuilder()
@@ -108,11 +136,6 @@ class CABundle:
             builder.build_client_verifier().verify(leaf, list(intermediates))
         except verification.VerificationError as e:
             raise CertificateError(str(e)) from None
-        if now is None:
-            if len(self._verified) > 1024:
-                self._verified.clear()
-            expires = leaf.not_valid_after_utc.timestamp()
-            self._verified[der] = min(wall + VERIFIED_TTL, expires)
 
 
 def _check_client_usage(leaf: x509.Certificate) -> None:
