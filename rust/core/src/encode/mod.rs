@@ -1,10 +1,11 @@
 //! metrics.k8s.io response bodies from a view, streamed in bounded chunks.
 //!
 //! [`Served`] is what the API serves for one scrape cycle: a [`View`] plus,
-//! for every served item, its pre-encoded fragments in JSON, protobuf and
-//! Table form (everything but what varies per request: the time and the
-//! labels, which are spliced in). All of it is built once, off the request
-//! path, before the cycle publishes it.
+//! for every served item, its formatted values ([`values::Values`]: the
+//! canonical quantity, duration and timestamp text all three formats share,
+//! the part that costs CPU). All of it is built once, off the request path,
+//! before the cycle publishes it; a request frames the values as JSON,
+//! protobuf or a Table with the names, the time and the labels.
 //!
 //! A request is then a [`Response`]: the selected items and the request's
 //! parameters, with its exact length known up front (protobuf needs it in
@@ -17,6 +18,7 @@ pub mod gzip;
 pub mod json;
 pub mod protobuf;
 pub mod table;
+pub mod values;
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,8 +26,9 @@ use std::sync::Arc;
 use crate::inventory::{LabelSet, Shared};
 use crate::snapshot::Snapshot;
 use crate::view::{Kind, Query, View, ViewError};
-use crate::wire::proto::{field_len, varint, write_time_field};
+use crate::wire::proto::write_time_field;
 use crate::wire::quantity::write_rfc3339;
+use values::Values;
 
 /// Bodies are produced and written in chunks of about this many bytes (one
 /// item may overshoot it): large enough that per-chunk overhead (a write
@@ -126,7 +129,7 @@ pub enum EncodeError {
     NotSingle(usize),
     /// The snapshot's columns disagree; a bug in whoever built it.
     Inconsistent(&'static str),
-    /// Fragments beyond what 32-bit offsets address (~4 GiB per format).
+    /// Values beyond what 32-bit offsets address (~4 GiB).
     TooLarge,
     Compress(String),
 }
@@ -139,7 +142,7 @@ impl fmt::Display for EncodeError {
             }
             Self::NotSingle(n) => write!(f, "a single object needs exactly one item, got {n}"),
             Self::Inconsistent(what) => write!(f, "inconsistent snapshot: {what}"),
-            Self::TooLarge => f.write_str("response fragments exceed 4 GiB"),
+            Self::TooLarge => f.write_str("formatted values exceed 4 GiB"),
             Self::Compress(e) => write!(f, "gzip: {e}"),
         }
     }
@@ -153,107 +156,25 @@ impl From<ViewError> for EncodeError {
     }
 }
 
-// -------------------------------------------------------------- fragments --
+// ----------------------------------------------------------------- served --
 
-type Builder = fn(&Snapshot, usize, &mut Vec<u8>) -> usize;
-
-/// One format's fragments of one collection, back to back in one buffer:
-/// item `i` is `buf[ends[i-1]..ends[i]]`, split at `splits[i]`.
-#[derive(Debug, Default)]
-pub struct Fragments {
-    buf: Vec<u8>,
-    ends: Vec<u32>,
-    splits: Vec<u32>,
-}
-
-impl Fragments {
-    /// Fragments of the served items of `kind` (others stay empty).
-    fn build(view: &View, kind: Kind, build: Builder) -> Result<Self, EncodeError> {
-        let snap = view.snapshot();
-        let n = view.len(kind);
-        let mut f = Fragments {
-            buf: Vec::new(),
-            ends: Vec::with_capacity(n),
-            splits: Vec::with_capacity(n),
-        };
-        for i in 0..n {
-            let start = f.buf.len();
-            let split = if view.served(kind, i).is_some() {
-                build(snap, i, &mut f.buf)
-            } else {
-                start
-            };
-            let end = u32::try_from(f.buf.len()).map_err(|_| EncodeError::TooLarge)?;
-            f.splits.push(split as u32);
-            f.ends.push(end);
-        }
-        f.buf.shrink_to_fit();
-        Ok(f)
-    }
-
-    /// (head, tail) of item `i`.
-    fn get(&self, i: usize) -> (&[u8], &[u8]) {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        let split = self.splits[i] as usize;
-        let end = self.ends[i] as usize;
-        (&self.buf[start..split], &self.buf[split..end])
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.buf.capacity() + (self.ends.capacity() + self.splits.capacity()) * 4
-    }
-}
-
-#[derive(Debug)]
-struct KindFragments {
-    json: Fragments,
-    proto: Fragments,
-    table: Fragments,
-}
-
-impl KindFragments {
-    fn build(view: &View, kind: Kind) -> Result<Self, EncodeError> {
-        let (j, p, t): (Builder, Builder, Builder) = match kind {
-            Kind::Node => (
-                json::node_fragment,
-                protobuf::node_fragment,
-                table::node_fragment,
-            ),
-            Kind::Pod => (
-                json::pod_fragment,
-                protobuf::pod_fragment,
-                table::pod_fragment,
-            ),
-        };
-        Ok(KindFragments {
-            json: Fragments::build(view, kind, j)?,
-            proto: Fragments::build(view, kind, p)?,
-            table: Fragments::build(view, kind, t)?,
-        })
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.json.heap_bytes() + self.proto.heap_bytes() + self.table.heap_bytes()
-    }
-}
-
-/// One cycle's served view with every response fragment built.
+/// One cycle's served view with every item's values formatted.
 #[derive(Debug)]
 pub struct Served {
     view: View,
-    nodes: KindFragments,
-    pods: KindFragments,
+    nodes: Values,
+    pods: Values,
 }
 
 impl Served {
-    /// The view of `snap` with the inventory as it is now, fragments warmed.
+    /// The view of `snap` with the inventory as it is now, values formatted.
     pub fn build(snap: Arc<Snapshot>, inv: &Shared) -> Result<Served, EncodeError> {
         Self::from_view(View::build(snap, inv)?)
     }
 
     pub fn from_view(view: View) -> Result<Served, EncodeError> {
-        let nodes = KindFragments::build(&view, Kind::Node)?;
-        let pods = KindFragments::build(&view, Kind::Pod)?;
+        let nodes = Values::build(&view, Kind::Node)?;
+        let pods = Values::build(&view, Kind::Pod)?;
         Ok(Served { view, nodes, pods })
     }
 
@@ -261,14 +182,14 @@ impl Served {
         &self.view
     }
 
-    fn fragments(&self, kind: Kind) -> &KindFragments {
+    fn values(&self, kind: Kind) -> &Values {
         match kind {
             Kind::Node => &self.nodes,
             Kind::Pod => &self.pods,
         }
     }
 
-    /// Heap bytes of the view and its fragments (not the snapshot's columns).
+    /// Heap bytes of the view and its values (not the snapshot's columns).
     pub fn heap_bytes(&self) -> usize {
         self.view.heap_bytes() + self.nodes.heap_bytes() + self.pods.heap_bytes()
     }
@@ -331,15 +252,11 @@ impl Response {
             len: 0,
             stage: Stage::Head,
         };
-        let mut items = 0;
-        for k in 0..r.ids.len() {
-            r.item(k, &mut |b| items += b.len());
-        }
-        r.items_len = items;
+        r.items_len = (0..r.ids.len()).map(|k| r.item_len(k)).sum();
         let mut frame = 0;
         r.head(&mut |b| frame += b.len());
         r.tail(&mut |b| frame += b.len());
-        r.len = frame + items;
+        r.len = frame + r.items_len;
         Ok(r)
     }
 
@@ -466,64 +383,87 @@ impl Response {
         }
     }
 
+    /// Bytes of the `k`-th selected item: arithmetic on the sizes the view
+    /// recorded, which [`Response::item`] writes exactly (tested).
+    fn item_len(&self, k: usize) -> usize {
+        let i = self.ids[k] as usize;
+        let kind = self.kind;
+        let view = &self.served.view;
+        let sizes = self.served.values(kind).sizes(i);
+        let labels: &LabelSet = view.labels(kind, i);
+        let json_meta = sizes.json_meta as usize + self.now.len() + labels.json().len();
+        let json_rest = sizes.json_rest as usize;
+        match self.req.format {
+            Format::Json => {
+                let open = match (self.req.single, k) {
+                    (true, _) => 0,
+                    (false, 0) => 1,
+                    (false, _) => 2,
+                };
+                open + json_meta + json_rest
+            }
+            Format::Protobuf => {
+                let meta = protobuf::meta_len(view.snapshot(), kind, i, &self.ts, labels);
+                let msg = protobuf::field_len(meta) + sizes.proto_tail as usize;
+                if self.req.single {
+                    msg
+                } else {
+                    protobuf::field_len(msg)
+                }
+            }
+            Format::Table { object, v1beta1 } => {
+                let sep = usize::from(k > 0);
+                let object = match object {
+                    RowObject::Metadata => metadata_object_head(v1beta1).len() + json_meta + 2,
+                    RowObject::Object => {
+                        r#"{"kind":"","apiVersion":"","#.len()
+                            + self.names().0.len()
+                            + self.req.api_version.group_version().len()
+                            + json_meta
+                            + json_rest
+                            + 1
+                    }
+                    RowObject::None => 5,
+                };
+                sep + sizes.table_cells as usize + object
+            }
+        }
+    }
+
     /// The `k`-th selected item, piece by piece.
     fn item<F: FnMut(&[u8])>(&self, k: usize, put: &mut F) {
         let i = self.ids[k] as usize;
-        let frags = self.served.fragments(self.kind);
-        let labels: &LabelSet = self.served.view.labels(self.kind, i);
+        let kind = self.kind;
+        let view = &self.served.view;
+        let snap = view.snapshot();
+        let values = self.served.values(kind).item(i);
+        let labels: &LabelSet = view.labels(kind, i);
         match self.req.format {
             Format::Json => {
-                let (head, tail) = frags.json.get(i);
                 if !self.req.single {
                     put(if k > 0 { b",{" } else { b"{" });
                 }
-                put(head);
-                put(&self.now);
-                put(b"\"");
-                put(labels.json());
-                put(tail);
+                json::metadata(put, snap, kind, i, &self.now, labels);
+                json::rest(put, snap, kind, i, values);
             }
             Format::Protobuf => {
-                let (head, tail) = frags.proto.get(i);
-                let meta_len = head.len() + self.ts.len() + labels.proto().len();
-                // items = 2 (lists), then metadata = 1: tags and lengths on the stack.
-                let mut pre = [0u8; 24];
-                let mut n = 0;
-                if !self.req.single {
-                    let msg_len = field_len(meta_len) + tail.len();
-                    let (v, l) = varint(msg_len as u64);
-                    pre[0] = 0x12;
-                    pre[1..1 + l].copy_from_slice(&v[..l]);
-                    n = 1 + l;
-                }
-                let (v, l) = varint(meta_len as u64);
-                pre[n] = 0x0a;
-                pre[n + 1..n + 1 + l].copy_from_slice(&v[..l]);
-                n += 1 + l;
-                put(&pre[..n]);
-                put(head);
-                put(&self.ts);
-                put(labels.proto());
-                put(tail);
+                let meta = protobuf::meta_len(snap, kind, i, &self.ts, labels);
+                let tail = self.served.values(kind).sizes(i).proto_tail as usize;
+                let list = !self.req.single;
+                protobuf::item(
+                    put, snap, kind, i, &self.ts, labels, values, list, meta, tail,
+                );
             }
             Format::Table { object, v1beta1 } => {
                 if k > 0 {
                     put(b",");
                 }
-                put(frags.table.get(i).0);
-                let (head, tail) = frags.json.get(i);
+                table::cells(put, snap, kind, i, values);
                 match object {
                     RowObject::Metadata => {
-                        put(if v1beta1 {
-                            b"{\"kind\":\"PartialObjectMetadata\",\"apiVersion\":\"meta.k8s.io/v1beta1\","
-                        } else {
-                            b"{\"kind\":\"PartialObjectMetadata\",\"apiVersion\":\"meta.k8s.io/v1\","
-                        });
-                        put(head);
-                        put(&self.now);
-                        put(b"\"");
-                        put(labels.json());
-                        put(b"}}}");
+                        put(metadata_object_head(v1beta1));
+                        json::metadata(put, snap, kind, i, &self.now, labels);
+                        put(b"}}");
                     }
                     RowObject::Object => {
                         put(b"{\"kind\":\"");
@@ -531,17 +471,23 @@ impl Response {
                         put(b"\",\"apiVersion\":\"");
                         put(self.req.api_version.group_version().as_bytes());
                         put(b"\",");
-                        put(head);
-                        put(&self.now);
-                        put(b"\"");
-                        put(labels.json());
-                        put(tail);
+                        json::metadata(put, snap, kind, i, &self.now, labels);
+                        json::rest(put, snap, kind, i, values);
                         put(b"}");
                     }
                     RowObject::None => put(b"null}"),
                 }
             }
         }
+    }
+}
+
+/// The start of a Table row's `PartialObjectMetadata` object.
+fn metadata_object_head(v1beta1: bool) -> &'static [u8] {
+    if v1beta1 {
+        b"{\"kind\":\"PartialObjectMetadata\",\"apiVersion\":\"meta.k8s.io/v1beta1\","
+    } else {
+        b"{\"kind\":\"PartialObjectMetadata\",\"apiVersion\":\"meta.k8s.io/v1\","
     }
 }
 

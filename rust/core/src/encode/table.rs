@@ -9,14 +9,11 @@
 //! `kubectl get --sort-by` asks for, to sort on the item's fields), and
 //! writes as `null` under `includeObject=None`. `meta.k8s.io/v1beta1` Tables
 //! are the same schema under another apiVersion (row objects included).
-//!
-//! A row's fragment is its cells, up to where the object goes:
-//! `{"cells":["web","500020u","3147264","1m0.5s"],"object":`; the object is
-//! assembled per request from the JSON fragment, the time and the labels.
 
+use super::json::put_str;
+use super::values::Fields;
 use crate::snapshot::Snapshot;
-use crate::wire::json::write_str;
-use crate::wire::quantity::{ms_to_ns, write_cpu, write_duration_ns, write_memory};
+use crate::view::Kind;
 
 /// Everything before the first row, for a Table of apiVersion `meta.k8s.io/<version>`.
 pub fn head(version: &str) -> Vec<u8> {
@@ -35,42 +32,32 @@ const HEAD_REST: &[u8] = b"\",\"metadata\":{},\"columnDefinitions\":[\
 
 pub const TAIL: &[u8] = b"]}\n";
 
-fn write_cells(out: &mut Vec<u8>, name: &str, cpu: u64, memory: u64, window_ms: i64) {
-    out.extend_from_slice(b"{\"cells\":[");
-    write_str(out, name);
-    out.extend_from_slice(b",\"");
-    write_cpu(out, cpu);
-    out.extend_from_slice(b"\",\"");
-    write_memory(out, memory);
-    out.extend_from_slice(b"\",\"");
-    write_duration_ns(out, ms_to_ns(window_ms));
-    out.extend_from_slice(b"\"],\"object\":");
-}
-
-/// Node `i`'s row cells; returns the end (no split).
-pub fn node_fragment(snap: &Snapshot, i: usize, out: &mut Vec<u8>) -> usize {
-    let n = &snap.nodes;
-    write_cells(
-        out,
-        &n.name[i],
-        n.cpu_nanocores[i],
-        n.memory_bytes[i],
-        n.window_ms[i],
-    );
-    out.len()
-}
-
-/// Pod `i`'s row cells (usage summed over its containers); returns the end.
-pub fn pod_fragment(snap: &Snapshot, i: usize, out: &mut Vec<u8>) -> usize {
-    let p = &snap.pods;
-    let c = &snap.containers;
-    let range = p.containers_of(i);
-    let cpu = c.cpu_nanocores[range.clone()]
-        .iter()
-        .fold(0u64, |a, &b| a.saturating_add(b));
-    let memory = c.memory_bytes[range]
-        .iter()
-        .fold(0u64, |a, &b| a.saturating_add(b));
-    write_cells(out, &p.name[i], cpu, memory, p.window_ms[i]);
-    out.len()
+/// A row's cells, up to where its object goes:
+/// `{"cells":["web","500020u","3147264","1m0.5s"],"object":`.
+pub fn cells<F: FnMut(&[u8])>(
+    put: &mut F,
+    snap: &Snapshot,
+    kind: Kind,
+    i: usize,
+    values: Fields<'_>,
+) {
+    let (name, cpu, memory, window) = match kind {
+        Kind::Node => {
+            let v = values.node();
+            (&snap.nodes.name[i], v.cpu, v.memory, v.window)
+        }
+        Kind::Pod => {
+            let v = values.pod();
+            (&snap.pods.name[i], v.cpu_sum, v.memory_sum, v.window)
+        }
+    };
+    put(b"{\"cells\":[");
+    put_str(put, name);
+    put(b",\"");
+    put(cpu);
+    put(b"\",\"");
+    put(memory);
+    put(b"\",\"");
+    put(window);
+    put(b"\"],\"object\":");
 }

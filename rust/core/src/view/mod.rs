@@ -145,14 +145,25 @@ impl View {
             slots[slot].1.push(i as u32);
         }
         let mut pods_by_node: HashMap<Box<str>, Postings> = HashMap::new();
+        let mut merged: Vec<Box<str>> = Vec::new();
         for (node, ids) in slots {
-            let merged = pods_by_node.entry(node.as_ref().into()).or_default();
-            if merged.is_empty() {
-                *merged = ids;
-            } else {
-                // The same name in two allocations: never from the store, but exact anyway.
-                merged.extend(ids);
-                merged.sort_unstable();
+            match pods_by_node.entry(node.as_ref().into()) {
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(ids);
+                }
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    // The same name in two allocations: never from the store, but
+                    // exact anyway; sorted once below.
+                    e.get_mut().extend(ids);
+                    merged.push(node.as_ref().into());
+                }
+            }
+        }
+        merged.sort_unstable();
+        merged.dedup();
+        for name in merged {
+            if let Some(ids) = pods_by_node.get_mut(&name) {
+                ids.sort_unstable();
             }
         }
         for ids in pods_by_node.values_mut() {
