@@ -24,3 +24,9 @@ def memory_kib(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             out[key] = int(value.split()[0])
     return out
+
+
+def reset_peak(pid: int) -> None:
+    """Reset the process's VmHWM to its current RSS (Linux ≥ 4.0), to read the peak of a
+    window instead of the process's life."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
