@@ -1,7 +1,7 @@
 """Type stub for the Rust extension (rust/py): the whole native surface. What only tests and
 benchmarks use is in `_testing`."""
 
-from typing import Any, final
+from typing import Any, Final, final
 
 import numpy as np
 import numpy.typing as npt
@@ -9,6 +9,7 @@ import numpy.typing as npt
 from kubemetrics._native import _testing as _testing
 
 __all__ = [
+    "CHUNK_BYTES",
     "Body",
     "Inventory",
     "ParseError",
@@ -182,9 +183,12 @@ class Query:
     def select(self) -> npt.NDArray[np.int64]:
         """The selected item indices into the snapshot's columns, sorted."""
 
+CHUNK_BYTES: Final[int]
+"""`Body.read` returns chunks of about this many bytes (one object may overshoot it)."""
+
 @final
 class Body:
-    """A response body, handed out in bounded chunks (about 128 KiB)."""
+    """A response body, handed out in bounded chunks (about `CHUNK_BYTES`)."""
 
     @property
     def length(self) -> int:

@@ -36,8 +36,8 @@ log = logging.getLogger("kubemetrics.api")
 TRANSPORT_ALLOWANCE = 128 * 1024
 # Deflate state of one gzip stream (window, hash chains, pending output) at level 1, rounded up.
 GZIP_STATE_BYTES = 384 * 1024
-# A chunk is at most this (128 KiB plus one item), so this is what a body's chunk holds.
-CHUNK_BYTES = 160 * 1024
+# What one chunk holds at most: CHUNK_BYTES plus one object's overshoot.
+CHUNK_BYTES = _native.CHUNK_BYTES + 32 * 1024
 # kube-apiserver's default --request-timeout: a list must be written within it.
 RESPONSE_DEADLINE_SECONDS = 60.0
 # Default server-wide budget: ~150 full-list readers of a 150,000-pod cluster at once.
@@ -107,7 +107,7 @@ async def send(
         raise StatusError(too_many_requests(RETRY_AFTER_SECONDS))
     try:
         resp: web.StreamResponse
-        if not body.gzip and body.length <= CHUNK_BYTES // 2:
+        if not body.gzip and body.length <= _native.CHUNK_BYTES:
             # One chunk (an HPA's answer, a get): headers and body in one write, which a
             # StreamResponse (headers sent at prepare) would split in two TLS records.
             resp = web.Response(body=body.read(), content_type=content_type)

@@ -402,5 +402,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Body>()?;
     m.add_function(wrap_pyfunction!(parse_label_selector, m)?)?;
     m.add_function(wrap_pyfunction!(parse_field_selector, m)?)?;
+    m.add("CHUNK_BYTES", encode::CHUNK_BYTES)?;
     Ok(())
 }
