@@ -60,6 +60,7 @@ TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io, application/json"
 # aiohttp answers 400 to a request line over 8,190 bytes (its default max_line_size).
 MAX_REQUEST_LINE = 8190
 HPA_NAMESPACE = "team-a"
+REQUEST_TIMEOUT_S = 10.0
 
 
 class RssSampler:
@@ -175,16 +176,28 @@ async def _load(args: argparse.Namespace) -> dict[str, Any]:
     connector = aiohttp.TCPConnector(limit=args.connections, ssl=ctx)
     latencies: list[float] = []
     timeline: list[tuple[float, float]] = []  # (scheduled wall time, latency)
-    statuses: dict[int, int] = {}
+    statuses: dict[str, int] = {}
     headers = {"Accept": PROTOBUF}
     async with aiohttp.ClientSession(connector=connector) as s:
-        # Open the connections first: handshakes are not what is measured.
-        await asyncio.gather(*(s.get(args.url, headers=headers) for _ in range(args.connections)))
 
-        async def one(scheduled: float) -> None:
+        async def warm() -> None:
             async with s.get(args.url, headers=headers) as r:
                 await r.read()
-                statuses[r.status] = statuses.get(r.status, 0) + 1
+
+        # Open the connections first: handshakes are not what is measured.
+        await asyncio.gather(*(warm() for _ in range(args.connections)))
+
+        async def one(scheduled: float) -> None:
+            # A server that cannot keep up still gets its answers counted: each request gives
+            # up after REQUEST_TIMEOUT_S (counted as "timeout", at that latency).
+            try:
+                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                    async with s.get(args.url, headers=headers) as r:
+                        await r.read()
+                        key = str(r.status)
+            except (TimeoutError, aiohttp.ClientError) as e:
+                key = "timeout" if isinstance(e, TimeoutError) else type(e).__name__
+            statuses[key] = statuses.get(key, 0) + 1
             latency = time.perf_counter() - scheduled
             latencies.append(latency)
             timeline.append((wall0 + (scheduled - t0), latency))
@@ -204,7 +217,7 @@ async def _load(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "timeline": sorted(timeline),
         "requests": len(lat),
-        "statuses": {str(k): v for k, v in statuses.items()},
+        "statuses": statuses,
         "p50_ms": round(lat[len(lat) // 2] * 1000, 2),
         "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 2),
         "max_ms": round(lat[-1] * 1000, 2),
@@ -353,7 +366,7 @@ def measure_variant(
             """The load's result, and the server's CPU per request above the quiet rate."""
             gen = start_load(server, sim, path, plan.hpa_rate, seconds)
             c0, t0 = cpu_seconds(pid), time.monotonic()
-            out, _ = gen.communicate(timeout=seconds + 120)
+            out, _ = gen.communicate(timeout=seconds + REQUEST_TIMEOUT_S + 300)
             extra = cpu_seconds(pid) - c0 - quiet_cpu_per_s * (time.monotonic() - t0)
             result = json.loads(out.strip().splitlines()[-1])
             return result, round(extra / max(1, result["requests"]) * 1000, 3)
@@ -372,7 +385,7 @@ def measure_variant(
                 for accept in (JSON, PROTOBUF, TABLE):
                     curl.get(pods, accept)
                 time.sleep(max(0.0, end - time.monotonic()))
-            gen.communicate(timeout=RESOLUTION_S * plan.cycles + 120)
+            gen.communicate(timeout=RESOLUTION_S * plan.cycles + REQUEST_TIMEOUT_S + 300)
         res.rows["rss_steady_mib"] = round(statistics.median(rss.samples), 1)
         res.rows["rss_peak_mib"] = round(memory_kib(pid)["VmHWM"] / 1024, 1)
         res.rows["rss_min_mib"] = round(min(rss.samples), 1)
