@@ -375,3 +375,22 @@ def test_gzip_level(benchmark: Any, env: Env, level: int) -> None:
     mb_s = len(plain) / 1e6 / float(statistics.median(benchmark.stats.stats.data))
     benchmark.extra_info["mb_per_s"] = round(mb_s)
     print(f"  level {level}: {len(out) / len(plain):.3f} of the size, {mb_s:.0f} MB/s")
+
+
+@pytest.mark.parametrize("size", [32 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10])
+def test_read_chunks(benchmark: Any, env: Env, size: int) -> None:
+    """The full JSON list produced in chunks of `size` bytes (`Body.read(size)`): the binding's
+    and the encoder's per-chunk cost (benches/bench_chunks.py has the event loop's)."""
+
+    def read_all() -> int:
+        body = env.view.query("pods").respond(api_version="v1beta1", fmt="json", now_s=NOW_S)
+        n = 0
+        while chunk := body.read(size):
+            n += len(chunk)
+        return n
+
+    n = benchmark.pedantic(read_all, rounds=5, iterations=1, warmup_rounds=1)
+    _record(
+        benchmark, f"read_chunks_{size >> 10}k", "read_chunks_128k" if size != 128 << 10 else None
+    )
+    benchmark.extra_info["chunks"] = n // size + 1

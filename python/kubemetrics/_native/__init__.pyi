@@ -201,7 +201,8 @@ class Body:
         """The chunks are gzip-compressed (answer with `Content-Encoding: gzip`)."""
     def timestamps_ms(self) -> npt.NDArray[np.int64]:
         """`timestamp_ms` of every object in the body."""
-    def read(self) -> bytes:
-        """The next chunk (GIL released while producing it); b"" once complete."""
+    def read(self, limit: int = ...) -> bytes:
+        """The next chunk of about `limit` bytes (default `CHUNK_BYTES`; GIL released while
+        producing it); b"" once complete."""
     def read_all(self) -> bytes:
         """Everything not read yet."""

@@ -322,10 +322,11 @@ impl Body {
         PyArray1::from_vec(py, ts)
     }
 
-    /// The next chunk (about 128 KiB; produced with the GIL released), or
-    /// `b""` once the body is complete.
-    fn read<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let chunk = py.detach(|| guarded("read", || self.lock().next_chunk()))?;
+    /// The next chunk of about `limit` bytes (default `CHUNK_BYTES`; produced
+    /// with the GIL released), or `b""` once the body is complete.
+    #[pyo3(signature = (limit=encode::CHUNK_BYTES))]
+    fn read<'py>(&self, py: Python<'py>, limit: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let chunk = py.detach(|| guarded("read", || self.lock().next_chunk_of(limit)))?;
         let chunk = chunk.map_err(encode_err)?.unwrap_or_default();
         Ok(PyBytes::new(py, &chunk))
     }

@@ -524,16 +524,22 @@ impl Body {
 
     /// The next chunk (about [`CHUNK_BYTES`]); `None` once complete.
     pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, EncodeError> {
+        self.next_chunk_of(CHUNK_BYTES)
+    }
+
+    /// The next chunk of about `limit` bytes (at least 1).
+    pub fn next_chunk_of(&mut self, limit: usize) -> Result<Option<Vec<u8>>, EncodeError> {
+        let limit = limit.max(1);
         match self {
             Body::Plain(r) => {
                 if r.is_done() {
                     return Ok(None);
                 }
-                let mut out = Vec::with_capacity(CHUNK_BYTES + 4096);
-                r.fill(&mut out, CHUNK_BYTES);
+                let mut out = Vec::with_capacity(limit.min(1 << 24) + 4096);
+                r.fill(&mut out, limit);
                 Ok(Some(out))
             }
-            Body::Gzip(g) => g.next_chunk(CHUNK_BYTES),
+            Body::Gzip(g) => g.next_chunk(limit),
         }
     }
 }
