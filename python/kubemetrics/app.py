@@ -148,6 +148,7 @@ class Server:
                 authenticator=security.authenticator,
                 admission=inflight,
                 authorizer=security.authorizer,
+                response_deadline=c.serving.request_timeout,
             )
         )
         # The listener's bracket goes outermost: it tells each connection its request is done.

@@ -1,11 +1,13 @@
 """A byte budget with a free allowance per holder: what peers can make us buffer, bounded.
 
-Used for the request heads the HTTPS listener buffers and for the kubelet bodies in flight
-during a scrape. Each holder (a connection, a scrape) may hold `allowance` bytes without asking
-anyone, so ordinary traffic never fails because someone else is hogging; bytes beyond that come
-from one shared `pool`, and a holder that cannot get them is refused (its request or scrape
-fails, nobody else's). The most memory held is therefore `holders × allowance + pool`, with the
-number of holders bounded elsewhere (connections, scrape concurrency).
+Used for the request heads the HTTPS listener buffers, for the kubelet bodies in flight during a
+scrape, and for the responses being sent to clients (`api.stream`, no allowance: each response's
+footprint comes from the pool, which so bounds how many stream at once). Each holder (a
+connection, a scrape) may hold `allowance` bytes without asking anyone, so ordinary traffic never
+fails because someone else is hogging; bytes beyond that come from one shared `pool`, and a
+holder that cannot get them is refused (its request or scrape fails, nobody else's). The most
+memory held is therefore `holders × allowance + pool`, with the number of holders bounded
+elsewhere (connections, scrape concurrency).
 
 Single-threaded (the event loop); no waiting: `grow()` answers at once.
 """

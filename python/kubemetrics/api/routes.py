@@ -60,13 +60,9 @@ from kubemetrics.api.status import (
     unauthorized,
     withheld_internal_error,
 )
-from kubemetrics.api.stream import (
-    RESPONSE_DEADLINE_SECONDS,
-    SendBudget,
-    accepts_gzip,
-    check_room,
-    send,
-)
+from kubemetrics.api.stream import accepts_gzip, check_room, send, send_budget
+from kubemetrics.budget import ByteBudget
+from kubemetrics.config import DEFAULT_REQUEST_TIMEOUT
 from kubemetrics.gostrings import go_quote
 from kubemetrics.health import HealthChecks, health_routes
 from kubemetrics.logs import clip, kv
@@ -111,7 +107,7 @@ class ApiDependencies:
     - `authenticator`/`authorizer`: the security slot (issue 5); defaults allow everything.
     - `admission`: entered between the two (`--max-requests-inflight`); default no limit.
     - `send_budget`: bytes held for clients across the server (`api.stream`).
-    - `response_deadline`: seconds a response may take to be written (`api.stream`).
+    - `response_deadline`: seconds a response may take to be written (`--request-timeout`).
     """
 
     snapshot: SnapshotSource
@@ -119,8 +115,8 @@ class ApiDependencies:
     health: HealthChecks
     metrics: SelfMetrics
     clock: Clock = time.time
-    send_budget: SendBudget = field(default_factory=SendBudget)
-    response_deadline: float = RESPONSE_DEADLINE_SECONDS
+    send_budget: ByteBudget = field(default_factory=send_budget)
+    response_deadline: float = DEFAULT_REQUEST_TIMEOUT
     authenticator: Authenticator = field(default_factory=AllowAnonymous)
     authorizer: Authorizer = field(default_factory=AllowAll)
     admission: Admission = field(default_factory=AdmitAll)

@@ -5,14 +5,16 @@
   reader holds one chunk and a transport buffer, never the whole body. Plain chunks are memcpy of
   pre-encoded fragments and are produced inline; gzip chunks (deflate, ~1 ms each) are produced on
   a worker thread, off the event loop.
-- **Budget.** `SendBudget` bounds the bytes held for clients across the whole server. Each
-  response reserves its footprint (the chunk it holds, the transport buffer, the selection and
-  any deflate state) before its headers go out and releases it when done; past the budget the
-  answer is `429 Too Many Requests` with `Retry-After` and a `Status` body, as kube-apiserver's
-  flow control answers, and client-go retries it by itself.
-- **Deadline.** A response must be written within `RESPONSE_DEADLINE_SECONDS` (kube-apiserver's
-  `--request-timeout` default): a client that stops reading loses its connection instead of
-  pinning its view and its reservation forever.
+- **Budget.** The bytes held for clients across the whole server are a `ByteBudget`
+  (`kubemetrics.budget`, the one the listener and the scraper use) with no free allowance:
+  each response takes its footprint (the chunk it holds, the transport buffer, the selection
+  and any deflate state) from the pool before its headers go out and gives it back when done;
+  past the pool the answer is `429 Too Many Requests` with `Retry-After` and a `Status` body,
+  as kube-apiserver's flow control answers, and client-go retries it by itself.
+- **Deadline.** A response must be written within `--request-timeout` (the listener bounds the
+  whole request by it too; this bound holds also for an app served without the listener): a
+  client that stops reading loses its connection instead of pinning its view and its
+  reservation forever.
 - **Compression.** As k8s.io/apiserver: gzip only when `Accept-Encoding` names `gzip` and the body
   is at least 128 KiB; `Content-Encoding: gzip` and `Vary: Accept-Encoding` then, chunked transfer
   (the compressed size is not known in advance); otherwise `Content-Length` is exact.
@@ -28,6 +30,8 @@ from aiohttp import web
 
 from kubemetrics import _native
 from kubemetrics.api.status import StatusError, too_many_requests
+from kubemetrics.budget import ByteBudget
+from kubemetrics.config import DEFAULT_REQUEST_TIMEOUT
 
 log = logging.getLogger("kubemetrics.api")
 
@@ -38,38 +42,20 @@ TRANSPORT_ALLOWANCE = 128 * 1024
 GZIP_STATE_BYTES = 384 * 1024
 # What one chunk holds at most: CHUNK_BYTES plus one object's overshoot.
 CHUNK_BYTES = _native.CHUNK_BYTES + 32 * 1024
-# kube-apiserver's default --request-timeout: a list must be written within it.
-RESPONSE_DEADLINE_SECONDS = 60.0
 # Default server-wide budget: ~150 full-list readers of a 150,000-pod cluster at once.
 DEFAULT_SEND_BUDGET_BYTES = 256 * 1024 * 1024
 RETRY_AFTER_SECONDS = 1
 
 
-class SendBudget:
-    """Bytes held for clients, server-wide; `try_reserve` fails past `limit`."""
+def send_budget(limit: int = DEFAULT_SEND_BUDGET_BYTES) -> ByteBudget:
+    """The server-wide budget of bytes held for clients: all of it one pool, no allowance (the
+    number of responses in flight is what it bounds)."""
+    return ByteBudget(limit, 0)
 
-    def __init__(self, limit: int = DEFAULT_SEND_BUDGET_BYTES) -> None:
-        if limit <= 0:
-            raise ValueError(f"send budget must be positive, got {limit}")
-        self.limit = limit
-        self.in_flight = 0
-        self.rejected = 0
 
-    def has_room(self) -> bool:
-        """Room for at least a small response (checked before doing any work)."""
-        return self.in_flight + TRANSPORT_ALLOWANCE <= self.limit
-
-    def try_reserve(self, n: int) -> bool:
-        # A response alone bigger than the budget still goes out when nothing else is in flight:
-        # the budget bounds concurrency, not the size of one answer.
-        if self.in_flight + n > self.limit and self.in_flight > 0:
-            self.rejected += 1
-            return False
-        self.in_flight += n
-        return True
-
-    def release(self, n: int) -> None:
-        self.in_flight -= n
+def has_room(budget: ByteBudget) -> bool:
+    """Room for at least a small response (checked before doing any work)."""
+    return budget.in_use + TRANSPORT_ALLOWANCE <= budget.pool
 
 
 def footprint(body: _native.Body) -> int:
@@ -87,10 +73,10 @@ def accepts_gzip(request: web.Request) -> bool:
     return any(token.strip() == "gzip" for token in header.split(","))
 
 
-def check_room(budget: SendBudget) -> None:
+def check_room(budget: ByteBudget) -> None:
     """Refuse before doing any work when the budget is already spent."""
-    if not budget.has_room():
-        budget.rejected += 1
+    if not has_room(budget):
+        budget.refused += 1
         raise StatusError(too_many_requests(RETRY_AFTER_SECONDS))
 
 
@@ -98,12 +84,12 @@ async def send(
     request: web.Request,
     body: _native.Body,
     content_type: str,
-    budget: SendBudget,
-    deadline: float = RESPONSE_DEADLINE_SECONDS,
+    budget: ByteBudget,
+    deadline: float = DEFAULT_REQUEST_TIMEOUT,
 ) -> web.StreamResponse:
     """Stream `body` to the client within the budget and the deadline."""
-    held = footprint(body)
-    if not budget.try_reserve(held):
+    held = budget.holding()
+    if not held.grow(footprint(body)):
         raise StatusError(too_many_requests(RETRY_AFTER_SECONDS))
     try:
         resp: web.StreamResponse
@@ -145,7 +131,7 @@ async def send(
             _abort(request)
         return resp
     finally:
-        budget.release(held)
+        held.release()
 
 
 def _abort(request: web.Request) -> None:

@@ -20,6 +20,7 @@ from aiohttp import web
 from kubemetrics import _native
 from kubemetrics.api import stream
 from kubemetrics.api.routes import ApiDependencies, build_app
+from kubemetrics.api.status import StatusError
 from kubemetrics.health import ShutdownCheck, standard_checks
 from kubemetrics.selfmetrics import SelfMetrics
 from tests.helpers.snapshots import T0_MS, Container, Pod, build
@@ -269,7 +270,7 @@ def test_a_stalled_reader_holds_about_one_chunk_not_the_body(
             # chunking the whole ~1 MB body would sit in the transport at once.
             assert body.length > 1_000_000
             assert body.produced <= 3 * 160 * 1024, (body.produced, body.length)
-            assert srv.deps.send_budget.in_flight > 0
+            assert srv.deps.send_budget.in_use > 0
             # Once the client reads, the rest follows and the answer is whole.
             got = await read_all_until(sock, body.length)
             assert got.endswith(expected())
@@ -298,11 +299,11 @@ def test_the_send_budget_answers_429_with_retry_after_past_it(
 
     async def main() -> None:
         # Room for two full lists in flight, not three.
-        budget = stream.SendBudget(2 * one + one // 2)
+        budget = stream.send_budget(2 * one + one // 2)
         async with serve(send_budget=budget) as srv:
             stalled = [await stalled_client(srv.port, f"{BASE}/pods") for _ in range(2)]
             await asyncio.sleep(0.3)
-            assert budget.in_flight == 2 * one
+            assert budget.in_use == 2 * one
             async with aiohttp.ClientSession() as s:
                 status, headers, body, _ = await get(s, f"{srv.url}{BASE}/pods")
                 assert status == 429
@@ -322,15 +323,15 @@ def test_the_send_budget_answers_429_with_retry_after_past_it(
                     s, f"{srv.url}{BASE}/namespaces/ns-1/pods/pod-03-001-with-a-longer-name"
                 )
                 assert status == 200
-                assert budget.rejected == 1
+                assert budget.refused == 1
                 for sock in stalled:
                     sock.close()
                 # Once the stalled clients are gone their reservations are released.
                 for _ in range(100):
-                    if budget.in_flight == 0:
+                    if budget.in_use == 0:
                         break
                     await asyncio.sleep(0.05)
-                assert budget.in_flight == 0
+                assert budget.in_use == 0
                 status, _, body, _ = await get(s, f"{srv.url}{BASE}/pods")
                 assert status == 200 and body == expected()
 
@@ -339,8 +340,8 @@ def test_the_send_budget_answers_429_with_retry_after_past_it(
 
 def test_a_spent_budget_refuses_before_doing_any_work() -> None:
     async def main() -> None:
-        budget = stream.SendBudget(1)
-        budget.in_flight = 1  # as if something held it all
+        budget = stream.send_budget(1)
+        budget.in_use = 1  # as if something held it all
         async with serve(send_budget=budget) as srv, aiohttp.ClientSession() as s:
             one_pod = "namespaces/ns-0/pods/pod-00-000-with-a-longer-name"
             for path in ("pods", "nodes", one_pod, "nodes/node-01"):
@@ -360,9 +361,9 @@ def test_a_response_not_read_within_the_deadline_loses_its_connection(
         async with serve(response_deadline=0.5) as srv:
             sock = await stalled_client(srv.port, f"{BASE}/pods?includeObject=Object")
             await asyncio.sleep(0.2)
-            assert srv.deps.send_budget.in_flight > 0
+            assert srv.deps.send_budget.in_use > 0
             await asyncio.sleep(0.8)
-            assert srv.deps.send_budget.in_flight == 0
+            assert srv.deps.send_budget.in_use == 0
             # Reading now drains what was sent, then sees the connection closed.
             got = await read_all(sock)
             assert got.startswith(b"HTTP/1.1 200 OK")
@@ -373,12 +374,15 @@ def test_a_response_not_read_within_the_deadline_loses_its_connection(
 
 
 def test_budget_accounting() -> None:
-    b = stream.SendBudget(100)
-    assert b.try_reserve(60) and not b.try_reserve(60) and b.rejected == 1
-    b.release(60)
-    assert b.try_reserve(500), "alone, one answer may exceed the budget"
-    assert not b.has_room()
-    b.release(500)
-    assert b.in_flight == 0
-    with pytest.raises(ValueError):
-        stream.SendBudget(0)
+    room = stream.TRANSPORT_ALLOWANCE
+    b = stream.send_budget(3 * room)
+    first, second = b.holding(), b.holding()
+    assert first.grow(room) and stream.has_room(b)
+    assert not second.grow(2 * room + 1) and b.refused == 1, "no free allowance: all from the pool"
+    assert second.grow(2 * room) and not stream.has_room(b)
+    with pytest.raises(StatusError):
+        stream.check_room(b)
+    assert b.refused == 2
+    first.release()
+    second.release()
+    assert b.in_use == 0 and stream.has_room(b)
