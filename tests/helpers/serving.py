@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from kubemetrics import _native
@@ -37,6 +38,22 @@ def api_deps(**kw: Any) -> ApiDependencies:
         ),
     )
     return ApiDependencies(**kw)
+
+
+def assert_too_many_requests(status: int, headers: Mapping[str, str], body: bytes) -> None:
+    """The answer kube-apiserver's flow control gives: 429, `Retry-After: 1`, a `Status`."""
+    assert status == 429
+    assert headers["Retry-After"] == "1"
+    assert orjson.loads(body) == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": "Too many requests, please try again later.",
+        "reason": "TooManyRequests",
+        "details": {"retryAfterSeconds": 1},
+        "code": 429,
+    }
 
 
 @dataclass

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 from aiohttp import web
 
@@ -21,8 +20,7 @@ from kubemetrics import _native
 from kubemetrics.api import stream
 from kubemetrics.api.routes import ApiDependencies, build_app
 from kubemetrics.api.status import StatusError
-from kubemetrics.health import ShutdownCheck, standard_checks
-from kubemetrics.selfmetrics import SelfMetrics
+from tests.helpers.serving import api_deps, assert_too_many_requests
 from tests.helpers.snapshots import T0_MS, Container, Pod, build
 
 BASE = "/apis/metrics.k8s.io/v1"
@@ -65,21 +63,7 @@ class Server:
 @contextlib.asynccontextmanager
 async def serve(**overrides: Any) -> AsyncIterator[Server]:
     snap, inv = _CLUSTER
-    checks = standard_checks(
-        informers_synced=lambda: True,
-        storage_ready=lambda: True,
-        last_tick_start=lambda: None,
-        resolution_seconds=15.0,
-        shutdown=ShutdownCheck(),
-    )
-    deps = ApiDependencies(
-        snapshot=lambda: snap,
-        inventory=inv,
-        health=checks,
-        metrics=SelfMetrics(15.0),
-        clock=lambda: NOW_S,
-        **overrides,
-    )
+    deps = api_deps(snapshot=lambda: snap, inventory=inv, clock=lambda: NOW_S, **overrides)
     runner = web.AppRunner(build_app(deps))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -306,18 +290,7 @@ def test_the_send_budget_answers_429_with_retry_after_past_it(
             assert budget.in_use == 2 * one
             async with aiohttp.ClientSession() as s:
                 status, headers, body, _ = await get(s, f"{srv.url}{BASE}/pods")
-                assert status == 429
-                assert headers["Retry-After"] == "1"
-                assert orjson.loads(body) == {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "metadata": {},
-                    "status": "Failure",
-                    "message": "Too many requests, please try again later.",
-                    "reason": "TooManyRequests",
-                    "details": {"retryAfterSeconds": 1},
-                    "code": 429,
-                }
+                assert_too_many_requests(status, headers, body)
                 # Small answers still fit beside them.
                 status, _, _, _ = await get(
                     s, f"{srv.url}{BASE}/namespaces/ns-1/pods/pod-03-001-with-a-longer-name"
