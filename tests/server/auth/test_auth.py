@@ -244,6 +244,35 @@ def _cert(ca: Authority, cn: str, **kw: Any) -> x509.Certificate:
     return x509.load_pem_x509_certificate(ca.issue(cn, **kw)[0])
 
 
+def test_ca_bundle_remembers_failed_verifications_with_their_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ca, other = Authority.create("ca"), Authority.create("other")
+    only_ca = CABundle.from_pem(ca.cert_pem)
+    calls: list[int] = []
+    verify = CABundle._verify
+
+    def counted(self: CABundle, *args: Any) -> None:
+        calls.append(1)
+        verify(self, *args)
+
+    monkeypatch.setattr(CABundle, "_verify", counted)
+    stranger = _cert(other, "bob", client=True)
+    with pytest.raises(CertificateError) as first:
+        only_ca.verify_client(stranger)
+    with pytest.raises(CertificateError) as second:
+        only_ca.verify_client(stranger)
+    assert len(calls) == 1, "a direct client's foreign certificate is verified once a minute"
+    assert str(second.value) == str(first.value)
+    # A verification at a given time is never remembered, nor answered from memory.
+    with pytest.raises(CertificateError):
+        only_ca.verify_client(stranger, now=datetime.datetime.now(datetime.UTC))
+    assert len(calls) == 2
+    # A rotated bundle decides afresh.
+    CABundle.from_pem(ca.cert_pem + other.cert_pem).verify_client(stranger)
+    assert len(calls) == 3
+
+
 def test_ca_bundle_verifies_client_certificates_like_go() -> None:
     ca, other = Authority.create("ca"), Authority.create("other")
     bundle = CABundle.from_pem(ca.cert_pem + other.cert_pem, "test")
