@@ -12,6 +12,8 @@ __all__ = [
     "CHUNK_BYTES",
     "Body",
     "Inventory",
+    "ListError",
+    "ListSplitter",
     "ParseError",
     "Query",
     "SelectorError",
@@ -113,6 +115,21 @@ class Inventory:
     def pod_count(self) -> int: ...
     def label_set_count(self) -> int:
         """Distinct label sets held (equal sets are shared)."""
+
+# ---- list responses (rust/py/src/listsplit.rs) ---------------------------------
+
+class ListError(ValueError):
+    """A list response that is not a whole JSON list, or an item or envelope over its bound."""
+
+@final
+class ListSplitter:
+    """Splits one JSON list response into its items' bytes as its chunks arrive."""
+
+    def __new__(cls, max_item: int, max_envelope: int) -> ListSplitter: ...
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The items these bytes complete, in order; raises ListError."""
+    def finish(self) -> bytes:
+        """After the last chunk: every top-level pair but the items, as a JSON object."""
 
 # ---- view, selectors, bodies (rust/py/src/view.rs) ------------------------------
 

@@ -17,6 +17,7 @@
 pub mod encode;
 pub mod intern;
 pub mod inventory;
+pub mod listsplit;
 pub mod parse;
 pub mod selector;
 pub mod snapshot;

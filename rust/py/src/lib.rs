@@ -10,6 +10,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
 mod inventory;
+mod listsplit;
 mod parse;
 mod store;
 mod testing;
@@ -36,5 +37,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     inventory::register(m)?;
     view::register(m)?;
     testing::register(m)?;
+    listsplit::register(m)?;
     Ok(())
 }
