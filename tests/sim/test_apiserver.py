@@ -196,6 +196,17 @@ def test_pagination(sim: SimProcess) -> None:
     assert pages == -(-len(names) // 5)
 
 
+def test_resource_version_0_lists_come_whole(sim: SimProcess) -> None:
+    """As kube-apiserver's watch cache answers them: `limit` is ignored, no continue token."""
+    _, full = get(sim, "/api/v1/pods")
+    _, whole = get(sim, "/api/v1/pods?resourceVersion=0&limit=5")
+    assert len(full["items"]) > 5
+    assert len(whole["items"]) == len(full["items"])
+    assert "continue" not in whole["metadata"]
+    _, paged = get(sim, "/api/v1/pods?limit=5")
+    assert len(paged["items"]) == 5 and paged["metadata"]["continue"]
+
+
 def test_status_objects(sim: SimProcess) -> None:
     status, body = get(sim, "/api/v1/namespaces/default/pods/nope")
     assert status == 404
