@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from kubemetrics._native import ListError, ListSplitter
 from kubemetrics.api.status import Status, StatusError
 from kubemetrics.config import ConfigError
 
@@ -36,10 +37,14 @@ TOKEN_REFRESH_SECONDS = 60.0
 CREDENTIAL_REFRESH_TIMEOUT = 30.0
 # How long the caller that starts a refresh waits for it while an older value can still be used.
 STALE_WAIT_SECONDS = 1.0
-# Bound on error bodies and on one watch event; a full list body is not bounded (it is the
-# cluster's size) but is read once.
+# Bounds on error bodies and on one object (a watch event, a list item). A list body is the
+# cluster's size (kube-apiserver answers a watch-cache list whole, whatever `limit` says), so it
+# is never held: it is read in chunks and split into items as they complete (`stream_list`);
+# what it costs is one chunk, one item and the envelope (kind, apiVersion, metadata).
 _MAX_ERROR_BODY = 1 << 20
 _MAX_WATCH_LINE = 64 << 20
+_MAX_LIST_ENVELOPE = 1 << 20
+LIST_CHUNK = 256 << 10
 
 
 class ApiConnectionError(Exception):
@@ -461,6 +466,21 @@ class ApiClient:
         return _decode(data, path)
 
     @contextlib.asynccontextmanager
+    async def stream_list(
+        self,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        accept: str | None = None,
+        request_timeout: float | None = None,
+    ) -> AsyncIterator[ListBody]:
+        """Open a list GET; its items come in pieces as they arrive (see `ListBody`)."""
+        t = aiohttp.ClientTimeout(total=request_timeout or self._timeout)
+        async with self._request(
+            "GET", path, params=params, accept=accept, body=None, client_timeout=t
+        ) as resp:
+            yield ListBody(resp, path)
+
+    @contextlib.asynccontextmanager
     async def stream_lines(
         self,
         path: str,
@@ -477,6 +497,32 @@ class ApiClient:
             "GET", path, params=params, accept=accept, body=None, client_timeout=t
         ) as resp:
             yield _lines(resp, path)
+
+
+class ListBody:
+    """One list response read in chunks: `pieces()` yields the items each chunk completes (each
+    one's JSON bytes, undecoded), then `envelope` holds the rest of the list (``metadata``)."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, path: str) -> None:
+        self._resp = resp
+        self._path = path
+        self.envelope: dict[str, Any] = {}
+
+    async def pieces(self, chunk: int = LIST_CHUNK) -> AsyncIterator[list[bytes]]:
+        splitter = ListSplitter(_MAX_WATCH_LINE, _MAX_LIST_ENVELOPE)
+        try:
+            async for data in self._resp.content.iter_chunked(chunk):
+                items = splitter.feed(data)
+                if items:
+                    yield items
+            envelope = orjson.loads(splitter.finish())
+        except (ListError, orjson.JSONDecodeError) as exc:
+            raise ApiConnectionError(f"GET {self._path}: {exc}") from exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise ApiConnectionError(f"GET {self._path}: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(envelope, dict):
+            raise ApiConnectionError(f"GET {self._path}: malformed list response")
+        self.envelope = envelope
 
 
 def _decode(data: bytes, path: str) -> Any:

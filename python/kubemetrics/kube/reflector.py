@@ -9,8 +9,10 @@ on with the last known state.
 
 An object the handler cannot take (a non-object `metadata`, labels that are not a string map:
 the API server validates objects, but whatever reaches us is input) is skipped and logged; the
-reflector and everything else it carries go on. A list page is handed over whole, and only
-when the handler fails on it, one object at a time, so the bad ones are found and the rest kept.
+reflector and everything else it carries go on. A list is read in chunks and handed over in
+pieces (the items each chunk completes), and only when the handler fails on a piece, one object
+at a time, so the bad ones are found and the rest kept. A list response, however large (one
+served from the watch cache comes whole), is never held or decoded at once.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ SKIP_LOG_SECONDS = 60.0
 class ReflectorHandler(Protocol):
     """Receives the reflector's objects as the dicts orjson produced.
 
-    A (re)list calls ``begin_list``, then ``list_page`` once per page, then ``end_list``, after
+    A (re)list calls ``begin_list``, then ``list_page`` once per piece of the list (a network
+    chunk's worth of items; a page of a paged list comes in one or more), then ``end_list``, after
     which the handler drops whatever it holds that the list did not contain. A list that fails
     half-way gets no ``end_list`` (nothing is dropped; the next list reconciles).
     """
@@ -140,22 +143,30 @@ class Reflector:
             params["resourceVersion"] = "0"
         begun = False
         while True:
-            body = await self._client.get_json(
+            async with self._client.stream_list(
                 self._s.path,
                 params,
                 accept=self._s.list_accept,
                 request_timeout=self._s.list_timeout,
-            )
-            if not isinstance(body, dict):
-                raise ApiConnectionError(f"list {self._s.path}: response is not an object")
-            items = body.get("items") or []
-            meta = body.get("metadata") or {}
-            if not isinstance(items, list) or not isinstance(meta, dict):
+            ) as body:
+                # The items arrive in pieces of one network chunk each: the list (a watch-cache
+                # list comes whole) is never held, decoded or all at once.
+                async for raw in body.pieces():
+                    try:
+                        items = [orjson.loads(r) for r in raw]
+                    except orjson.JSONDecodeError as exc:
+                        raise ApiConnectionError(f"list {self._s.path}: bad item: {exc}") from exc
+                    if not begun:
+                        self._handler.begin_list()
+                        begun = True
+                    self._take_page(items)
+            items_left = body.envelope.get("items")
+            meta = body.envelope.get("metadata") or {}
+            if items_left is not None or not isinstance(meta, dict):
                 raise ApiConnectionError(f"list {self._s.path}: malformed list response")
             if not begun:
                 self._handler.begin_list()
                 begun = True
-            self._take_page(items)
             cont = meta.get("continue")
             if not cont or not isinstance(cont, str):
                 self.resource_version = str(meta.get("resourceVersion") or "")
