@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -87,6 +88,10 @@ CIPHER_SUITES: Mapping[str, str | None] = {
 }
 
 LogFormat = Literal["text", "json"]
+ShardingMode = Literal["none", "lease"]
+SHARDING_MODES: tuple[ShardingMode, ...] = ("none", "lease")
+DEFAULT_SHARD_GROUP = "kubemetrics"
+MIN_LEASE_DURATION = 3.0  # renewed every third: at least once a second
 
 
 class ConfigError(ValueError):
@@ -215,6 +220,27 @@ class FeaturesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ShardingConfig:
+    """Active-active replicas (`--sharding=lease`): membership over Leases, one owner per node.
+
+    `pod_name`, `pod_namespace` and `pod_ip` come from the downward API (`POD_NAME`,
+    `POD_NAMESPACE`, `POD_IP`) unless the `--shard-pod-*` flags say otherwise; the Lease is
+    `pod_namespace/pod_name`, and peers reach this replica at `pod_ip` on `--secure-port`.
+    """
+
+    mode: ShardingMode = "none"
+    lease_duration: float = 15.0  # seconds; renewed every third of it
+    pod_name: str = ""
+    pod_namespace: str = ""
+    pod_ip: str = ""
+    group: str = DEFAULT_SHARD_GROUP  # the Leases' label value: replicas of one deployment
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode == "lease"
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     """Log output (component-base's flags)."""
 
@@ -237,6 +263,7 @@ class Config:
     authn: AuthnConfig = field(default_factory=AuthnConfig)
     authz: AuthzConfig = field(default_factory=AuthzConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Flags that were set but mean nothing in kubemetrics (audit, profiling, …), by name.
     ignored_flags: tuple[str, ...] = ()
@@ -343,6 +370,7 @@ def validate(config: Config) -> Config:
 
     errors += _serving_errors(config.serving)
     errors += _auth_errors(config)
+    errors += _sharding_errors(config.sharding)
     if config.logging.verbosity < 0:
         errors.append("-v must be a non-negative integer")
 
@@ -457,6 +485,45 @@ def _auth_errors(config: Config) -> list[str]:
             errors.append(
                 f"--authorization-always-allow-paths: {path!r}: '*' is only allowed at the end"
             )
+    return errors
+
+
+# RFC 1123 subdomain (a Lease name) and label (a namespace); a label value (the group).
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+
+
+def _sharding_errors(s: ShardingConfig) -> list[str]:
+    if s.mode not in SHARDING_MODES:
+        return [f"--sharding: unknown mode {s.mode!r} (one of {', '.join(SHARDING_MODES)})"]
+    if not s.enabled:
+        return []
+    errors: list[str] = []
+    if s.lease_duration < MIN_LEASE_DURATION:
+        errors.append(
+            f"--shard-lease-duration must be at least {format_go_duration(MIN_LEASE_DURATION)}, "
+            f"but value {format_go_duration(s.lease_duration)} provided"
+        )
+    if not s.pod_name:
+        errors.append("--sharding=lease needs the pod name: set POD_NAME or --shard-pod-name")
+    elif len(s.pod_name) > 253 or not _DNS_SUBDOMAIN.fullmatch(s.pod_name):
+        errors.append(f"--shard-pod-name {s.pod_name!r} is not a valid Lease name")
+    if not s.pod_namespace:
+        errors.append(
+            "--sharding=lease needs the pod namespace: set POD_NAMESPACE or --shard-pod-namespace"
+        )
+    elif len(s.pod_namespace) > 63 or not _DNS_LABEL.fullmatch(s.pod_namespace):
+        errors.append(f"--shard-pod-namespace {s.pod_namespace!r} is not a valid namespace")
+    if not s.pod_ip:
+        errors.append("--sharding=lease needs the pod IP: set POD_IP or --shard-pod-ip")
+    else:
+        try:
+            ipaddress.ip_address(s.pod_ip)
+        except ValueError:
+            errors.append(f"--shard-pod-ip: {s.pod_ip!r} is not an IP address")
+    if not s.group or len(s.group) > 63 or not _LABEL_VALUE.fullmatch(s.group):
+        errors.append(f"--shard-group {s.group!r} is not a valid label value")
     return errors
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from kubemetrics.cli.flags import FLAGS
@@ -15,6 +16,7 @@ from kubemetrics.config import (
     KubeletConfig,
     LoggingConfig,
     ServingConfig,
+    ShardingConfig,
     validate,
 )
 
@@ -23,8 +25,10 @@ def _opt(value: str) -> str | None:
     return value or None
 
 
-def build_config(p: Parsed) -> Config:
-    """The (not yet validated) Config that the parsed flags describe."""
+def build_config(p: Parsed, environ: Mapping[str, str] | None = None) -> Config:
+    """The (not yet validated) Config that the parsed flags describe; `environ` (default: the
+    process's) supplies what the downward API puts there (POD_NAME, POD_NAMESPACE, POD_IP)."""
+    env = os.environ if environ is None else environ
     log_format = p["logging-format"]
     if log_format not in ("text", "json"):
         raise UsageError(
@@ -91,6 +95,14 @@ def build_config(p: Parsed) -> Config:
             contention_profiling=p["contention-profiling"],
             debug_socket_path=_opt(p["debug-socket-path"]),
         ),
+        sharding=ShardingConfig(
+            mode=p["sharding"],
+            lease_duration=p["shard-lease-duration"],
+            pod_name=p["shard-pod-name"] or env.get("POD_NAME", ""),
+            pod_namespace=p["shard-pod-namespace"] or env.get("POD_NAMESPACE", ""),
+            pod_ip=p["shard-pod-ip"] or env.get("POD_IP", ""),
+            group=p["shard-group"],
+        ),
         logging=LoggingConfig(
             format="json" if json_logs else "text",
             verbosity=p["v"],
@@ -115,7 +127,7 @@ class Invocation:
     dry_run: bool = False
 
 
-def parse(argv: Sequence[str]) -> Invocation:
+def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Invocation:
     """argv (without the program name) → Invocation. Raises UsageError or ConfigError.
 
     Like upstream, --help and --version win over validation errors in the other flags.
@@ -128,9 +140,9 @@ def parse(argv: Sequence[str]) -> Invocation:
         )
     if p["help"] or p["version"]:
         return Invocation(Config(), help=p["help"], version=p["version"])
-    return Invocation(validate(build_config(p)), dry_run=p["dry-run"])
+    return Invocation(validate(build_config(p, environ)), dry_run=p["dry-run"])
 
 
-def parse_args(argv: Sequence[str]) -> Config:
+def parse_args(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Config:
     """argv → validated Config (for tests and tools). Raises UsageError or ConfigError."""
-    return parse(argv).config
+    return parse(argv, environ).config

@@ -20,6 +20,7 @@ from kubemetrics.config import (
     DEFAULT_MAX_REQUESTS_INFLIGHT,
     DEFAULT_READ_HEADER_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SHARD_GROUP,
 )
 
 _IGN = "Accepted for compatibility; no effect in kubemetrics."
@@ -203,6 +204,51 @@ GROUPS: tuple[Group, ...] = (
                 "Label selector restricting which nodes are scraped and served "
                 "(e.g. -l role=worker,zone!=a).",
                 short="l",
+            ),
+        ),
+    ),
+    Group(
+        "Sharding flags (kubemetrics only)",
+        (
+            Flag(
+                "sharding",
+                "string",
+                "none",
+                'How replicas share the kubelets: "none" (each replica scrapes every node, as '
+                'upstream) or "lease" (replicas hold Leases in their namespace, each node is '
+                "scraped by one of them, and every replica serves all nodes and pods).",
+            ),
+            Flag(
+                "shard-group",
+                "string",
+                DEFAULT_SHARD_GROUP,
+                "Label value naming the replicas that shard together (their Leases carry "
+                "kubemetrics.io/shard-group=VALUE).",
+            ),
+            Flag(
+                "shard-lease-duration",
+                "duration",
+                15.0,
+                "How long a replica's Lease lasts without renewal (renewed every third); a "
+                "replica silent this long loses its nodes to the others.",
+            ),
+            Flag(
+                "shard-pod-ip",
+                "string",
+                "",
+                "Address peers reach this replica at (default: $POD_IP).",
+            ),
+            Flag(
+                "shard-pod-name",
+                "string",
+                "",
+                "This replica's name, and its Lease's (default: $POD_NAME).",
+            ),
+            Flag(
+                "shard-pod-namespace",
+                "string",
+                "",
+                "Namespace of the replicas' Leases (default: $POD_NAMESPACE).",
             ),
         ),
     ),

@@ -228,6 +228,10 @@ def test_flag_table_has_nothing_unexpected() -> None:
     # The listener's limits: kube-apiserver's generic flags, and Go http.Server's fixed values.
     ours |= {"max-requests-inflight", "request-timeout"}
     ours |= {"max-connections", "read-header-timeout", "idle-timeout", "max-header-bytes"}
+    ours |= {
+        "sharding", "shard-group", "shard-lease-duration", "shard-pod-ip", "shard-pod-name",
+        "shard-pod-namespace",
+    }  # fmt: skip
     klog = {
         "add-dir-header", "alsologtostderr", "log-backtrace-at", "log-dir", "log-file",
         "log-file-max-size", "logtostderr", "one-output", "skip-headers", "skip-log-headers",
@@ -819,3 +823,67 @@ def test_listener_limit_flags() -> None:
     ):
         with pytest.raises(ConfigError):
             parse_args([bad])
+
+
+# --- sharding -------------------------------------------------------------------------------
+
+POD_ENV = {
+    "POD_NAME": "metrics-server-7c9-abcde",
+    "POD_NAMESPACE": "kube-system",
+    "POD_IP": "10.1.2.3",
+}
+
+
+def test_sharding_is_off_by_default_and_ignores_the_pod_environment() -> None:
+    c = parse_args([], POD_ENV)
+    assert not c.sharding.enabled
+    assert c.sharding.mode == "none" and c.sharding.lease_duration == 15.0
+
+
+def test_sharding_reads_the_downward_api_and_flags_override_it() -> None:
+    c = parse_args(["--sharding=lease"], POD_ENV)
+    assert c.sharding.enabled
+    assert (c.sharding.pod_name, c.sharding.pod_namespace, c.sharding.pod_ip) == (
+        "metrics-server-7c9-abcde",
+        "kube-system",
+        "10.1.2.3",
+    )
+    assert c.sharding.group == "kubemetrics"
+    c = parse_args(
+        [
+            "--sharding=lease",
+            "--shard-pod-name=a",
+            "--shard-pod-namespace=monitoring",
+            "--shard-pod-ip=fd00::1",
+            "--shard-lease-duration=6s",
+            "--shard-group=blue",
+        ],
+        POD_ENV,
+    )
+    s = c.sharding
+    assert (s.pod_name, s.pod_namespace, s.pod_ip, s.lease_duration, s.group) == (
+        "a",
+        "monitoring",
+        "fd00::1",
+        6.0,
+        "blue",
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--sharding=leases"], POD_ENV, "--sharding: unknown mode 'leases'"),
+        (["--sharding=lease"], {}, "set POD_NAME or --shard-pod-name"),
+        (["--sharding=lease"], {**POD_ENV, "POD_IP": ""}, "set POD_IP or --shard-pod-ip"),
+        (["--sharding=lease"], {**POD_ENV, "POD_NAMESPACE": ""}, "set POD_NAMESPACE"),
+        (["--sharding=lease", "--shard-pod-ip=10.0.0"], POD_ENV, "is not an IP address"),
+        (["--sharding=lease", "--shard-pod-name=Bad_Name"], POD_ENV, "not a valid Lease name"),
+        (["--sharding=lease", "--shard-pod-namespace=a.b"], POD_ENV, "not a valid namespace"),
+        (["--sharding=lease", "--shard-group=a b"], POD_ENV, "not a valid label value"),
+        (["--sharding=lease", "--shard-lease-duration=2s"], POD_ENV, "at least 3s"),
+    ],
+)
+def test_invalid_sharding(argv: list[str], env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_args(argv, env)
