@@ -13,13 +13,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict
 
+from .aggregator import Aggregator
 from .cluster import Cluster
+from .errors import ApiError, status_body
 from .kubelet import Fleet, user_from_cert
+from .objects import OBJECT_GROUPS, Objects, discovery_resources, not_found
 from .protowire import decode_review
 from .rbac import Attributes, UserInfo
 from .selectors import SelectorError, parse_fields, parse_labels
@@ -89,36 +90,9 @@ GROUPS: dict[str, list[dict[str, Any]]] = {
         },
     ],
 }
+READ_VERBS = ("get", "list", "watch")
 METRICS_GROUP = "metrics.k8s.io"
 METRICS_VERSIONS = ("v1", "v1beta1")  # preferred first
-
-
-class ApiError(Exception):
-    def __init__(
-        self, code: int, reason: str, message: str, details: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-        self.message = message
-        self.details = details
-
-
-def status_body(
-    code: int, reason: str, message: str, details: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    s: dict[str, Any] = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-    }
-    if details is not None:  # kube-apiserver writes "details": {} where it has none to give
-        s["details"] = details
-    s["code"] = code
-    return s
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -240,19 +214,19 @@ def _meta_obj(d: dict[str, Any]) -> dict[str, Any]:
 
 
 class ApiServer:
-    def __init__(self, cluster: Cluster, fleet: Fleet) -> None:
+    def __init__(self, cluster: Cluster, fleet: Fleet, aggregator: Aggregator) -> None:
         self.cluster = cluster
         self.fleet = fleet
+        self.aggregator = aggregator
         self.store = cluster.store
+        self.objects = Objects(cluster.store)
         self.enc_cache: dict[tuple[str, str, str], tuple[int, bytes, bytes]] = {}
-        self.backend_session: aiohttp.ClientSession | None = None
         self.watches = 0
         # Reviews answered, by resource (tokenreviews, subjectaccessreviews, ...): lets tests
         # check a client's review caching through the control API.
         self.reviews_served: dict[str, int] = {}
         self.app = web.Application(middlewares=[self.middleware], client_max_size=16 << 20)
         self.app.router.add_route("*", "/{tail:.*}", self.dispatch)
-        cluster.on_backend_changed.append(self._backend_changed)
         self.runner: web.AppRunner | None = None
         self.control: Callable[[web.Request, UserInfo], Awaitable[web.StreamResponse]] | None = None
         self.attached_to = ""  # a real API server's URL: then only /_sim is served here
@@ -284,8 +258,7 @@ class ApiServer:
         return int(sock.getsockname()[1])
 
     async def stop(self) -> None:
-        if self.backend_session is not None:
-            await self.backend_session.close()
+        await self.aggregator.stop()
         if self.runner is not None:
             await self.runner.cleanup()
 
@@ -364,9 +337,11 @@ class ApiServer:
         if not info.is_resource:
             return await self.non_resource(request, path)
         if info.api_group == METRICS_GROUP:
-            return await self.proxy_metrics(request, user)
+            return await self.aggregator.proxy(request, user)
         if info.api_group in GROUPS:
             return await self.reviews(request, info, user)
+        if info.api_group in OBJECT_GROUPS and info.api_version == "v1":
+            return await self.group_objects(request, info)
         if info.api_group != "" or info.api_version != "v1":
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return await self.core(request, info)
@@ -374,7 +349,7 @@ class ApiServer:
     # --- discovery -------------------------------------------------------------------------
     def api_groups(self) -> list[dict[str, Any]]:
         groups = []
-        for g in GROUPS:
+        for g in (*GROUPS, *OBJECT_GROUPS):
             gv = {"groupVersion": f"{g}/v1", "version": "v1"}
             groups.append({"name": g, "versions": [gv], "preferredVersion": gv})
         if self.cluster.backend is not None:
@@ -443,14 +418,16 @@ class ApiServer:
                 if len(parts) == 2:
                     return json_response({"kind": "APIGroup", "apiVersion": "v1", **g})
                 if group == METRICS_GROUP:
-                    return await self.proxy_metrics(request, self.authenticate(request))
+                    return await self.aggregator.proxy(request, self.authenticate(request))
                 if len(parts) == 3 and parts[2] == "v1":
                     return json_response(
                         {
                             "kind": "APIResourceList",
                             "apiVersion": "v1",
                             "groupVersion": f"{group}/v1",
-                            "resources": GROUPS[group],
+                            "resources": GROUPS[group]
+                            if group in GROUPS
+                            else discovery_resources(group),
                         }
                     )
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -525,6 +502,56 @@ class ApiServer:
             return await self.watch(request, info.resource, kind, nsf, lsel, fsel, fmt)
         return await self.list(request, info.resource, kind, nsf, lsel, fsel, fmt)
 
+    async def group_objects(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
+        """Leases and EndpointSlices (`objects.py`): reads here, writes validated there."""
+        group, resource = info.api_group, info.resource
+        kinds = OBJECT_GROUPS[group]
+        if resource not in kinds or info.subresource or (info.name and not info.namespace):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        kind = kinds[resource].kind
+        api_version = f"{group}/v1"
+        ns = info.namespace
+        if info.verb in ("create", "update", "delete"):
+            raw = await request.read()
+            try:
+                body = orjson.loads(raw) if raw else None
+            except orjson.JSONDecodeError as e:
+                raise ApiError(400, "BadRequest", f"invalid request body: {e}") from e
+            if info.verb == "create" and not info.name and ns:
+                return json_response(self.objects.create(group, resource, ns, body), 201)
+            if info.verb == "update" and info.name:
+                return json_response(self.objects.update(group, resource, ns, info.name, body))
+            if info.verb == "delete" and info.name:
+                return json_response(self.objects.delete(group, resource, ns, info.name, body))
+        if info.verb not in READ_VERBS:
+            raise ApiError(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )
+        fmt = negotiate(request.headers.get("Accept", ""), info.verb == "watch", info.verb == "get")
+        if not fmt:
+            raise ApiError(406, "NotAcceptable", "only application/json is served here")
+        q = request.query
+        if info.verb == "get":
+            o = self.store.get(resource, ns, info.name)
+            if o is None:
+                raise not_found(resource, group, info.name)
+            d = o.to_dict()
+            if fmt == "meta":
+                return json_response(_meta_obj(d))
+            if fmt == "table":
+                return json_response(
+                    table(resource, [d], self.store.rv, q.get("includeObject", "Metadata"))
+                )
+            return json_response(d)
+        lsel = parse_labels(q.get("labelSelector", ""))
+        fsel = parse_fields(q.get("fieldSelector", ""), FIELDS[resource])
+        nsf = ns or None
+        if info.verb == "watch":
+            return await self.watch(request, resource, kind, nsf, lsel, fsel, fmt, api_version)
+        return await self.list(request, resource, kind, nsf, lsel, fsel, fmt, api_version)
+
     async def list(
         self,
         request: web.Request,
@@ -534,6 +561,7 @@ class ApiServer:
         lsel: Any,
         fsel: Any,
         fmt: str,
+        api_version: str = "v1",
     ) -> web.StreamResponse:
         q = request.query
         rv = self.store.rv
@@ -584,7 +612,7 @@ class ApiServer:
                 "metadata": meta,
             }
         else:
-            head = {"kind": f"{kind}List", "apiVersion": "v1", "metadata": meta}
+            head = {"kind": f"{kind}List", "apiVersion": api_version, "metadata": meta}
         prefix = orjson.dumps(head)[:-1] + b',"items":['
         resp = web.StreamResponse(headers={"Content-Type": JSON})
         if len(items) < 2000:
@@ -647,7 +675,9 @@ class ApiServer:
             ev.enc[key] = line
         return line
 
-    def _initial_line(self, o: KObj, fmt: str, resource: str, kind: str, include: str) -> bytes:
+    def _initial_line(
+        self, o: KObj, fmt: str, resource: str, kind: str, include: str, api_version: str = "v1"
+    ) -> bytes:
         if fmt == "table":
             obj = orjson.dumps(table(resource, [o.to_dict()], o.rv, include))
         else:
@@ -655,15 +685,18 @@ class ApiServer:
             if fmt == "meta":
                 obj = b'{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1",' + enc[1:]
             else:
-                obj = b'{"kind":"' + kind.encode() + b'","apiVersion":"v1",' + enc[1:]
+                head = f'{{"kind":"{kind}","apiVersion":"{api_version}",'.encode()
+                obj = head + enc[1:]
         return b'{"type":"ADDED","object":' + obj + b"}\n"
 
-    def _bookmark(self, kind: str, fmt: str, rv: int, initial_end: bool = False) -> bytes:
+    def _bookmark(
+        self, kind: str, fmt: str, rv: int, initial_end: bool = False, api_version: str = "v1"
+    ) -> bytes:
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
         if initial_end:
             meta["annotations"] = {"k8s.io/initial-events-end": "true"}
         if fmt == "json":
-            obj = {"kind": kind, "apiVersion": "v1", "metadata": meta}
+            obj = {"kind": kind, "apiVersion": api_version, "metadata": meta}
         else:
             obj = {
                 "kind": "PartialObjectMetadata",
@@ -681,6 +714,7 @@ class ApiServer:
         lsel: Any,
         fsel: Any,
         fmt: str,
+        api_version: str = "v1",
     ) -> web.StreamResponse:
         q = request.query
         rv_param = q.get("resourceVersion", "")
@@ -727,7 +761,7 @@ class ApiServer:
         try:
             batch: list[bytes] = []
             for o in initial:
-                batch.append(self._initial_line(o, fmt, resource, kind, include))
+                batch.append(self._initial_line(o, fmt, resource, kind, include, api_version))
                 if len(batch) >= 500:
                     await resp.write(b"".join(batch))
                     batch = []
@@ -736,7 +770,9 @@ class ApiServer:
             if batch:
                 await resp.write(b"".join(batch))
             if send_initial and bookmarks:
-                await resp.write(self._bookmark(kind, fmt, start_rv, initial_end=True))
+                await resp.write(
+                    self._bookmark(kind, fmt, start_rv, initial_end=True, api_version=api_version)
+                )
             while not w.overflow:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -745,7 +781,9 @@ class ApiServer:
                     t, ev = await asyncio.wait_for(w.queue.get(), min(left, interval))
                 except TimeoutError:
                     if bookmarks and w.queue.empty() and time.monotonic() < deadline:
-                        await resp.write(self._bookmark(kind, fmt, self.store.rv))
+                        await resp.write(
+                            self._bookmark(kind, fmt, self.store.rv, api_version=api_version)
+                        )
                     continue
                 lines = [self._event_line(t, ev, fmt, resource, include)]
                 while not w.queue.empty() and len(lines) < 500:
@@ -832,68 +870,3 @@ class ApiServer:
             out["status"] = st
             return json_response(out, 201)
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
-
-    # --- aggregation -----------------------------------------------------------------------
-    def _backend_changed(self) -> None:
-        old = self.backend_session
-        self.backend_session = None
-        if old is not None:
-            asyncio.get_running_loop().create_task(old.close())
-
-    def _session(self) -> aiohttp.ClientSession:
-        b = self.cluster.backend
-        assert b is not None
-        if self.backend_session is None:
-            p = self.cluster.files.paths
-            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-            if b.insecure:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            else:
-                ctx.load_verify_locations(cadata=(b.ca_pem or self.cluster.ca.cert_pem).decode())
-            # The front-proxy client certificate is what the backend trusts X-Remote-* for.
-            ctx.load_cert_chain(p["front_proxy_client_cert"], p["front_proxy_client_key"])
-            self.backend_session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=ctx, limit=100),
-                timeout=aiohttp.ClientTimeout(total=self.cluster.cfg.aggregator_timeout),
-                auto_decompress=False,
-            )
-        return self.backend_session
-
-    async def proxy_metrics(self, request: web.Request, user: UserInfo) -> web.StreamResponse:
-        b = self.cluster.backend
-        if b is None:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        headers: dict[str, Any] = {}
-        for k, v in request.headers.items():
-            lk = k.lower()
-            # Client-supplied identity headers are dropped: only the proxy may assert them.
-            if lk.startswith("x-remote-") or lk in (
-                "authorization",
-                "host",
-                "connection",
-                "content-length",
-                "transfer-encoding",
-            ):
-                continue
-            headers[k] = v
-        out = CIMultiDict(headers)
-        out["X-Remote-User"] = user.name
-        for g in user.groups:
-            out.add("X-Remote-Group", g)
-        url = b.url.rstrip("/") + request.path_qs
-        try:
-            body = await request.read()
-            async with self._session().request(
-                request.method, url, headers=out, data=body or None
-            ) as r:
-                data = await r.read()
-                resp_headers = {
-                    k: v
-                    for k, v in r.headers.items()
-                    if k.lower()
-                    in ("content-type", "content-encoding", "cache-control", "warning", "audit-id")
-                }
-                return web.Response(status=r.status, body=data, headers=resp_headers)
-        except (aiohttp.ClientError, TimeoutError, ssl.SSLError, OSError) as e:
-            raise ApiError(503, "ServiceUnavailable", f"error trying to reach service: {e}") from e

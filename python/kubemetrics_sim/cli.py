@@ -14,6 +14,7 @@ from pathlib import Path
 
 import uvloop
 
+from .aggregator import Aggregator
 from .apiserver import ApiServer
 from .attach import Attached
 from .certs import Authority
@@ -161,7 +162,7 @@ async def run(cfg: Config) -> None:
     cluster.make_pki(cluster_ca)
     cluster.make_users()
     fleet = Fleet(cluster)
-    api = ApiServer(cluster, fleet)
+    api = ApiServer(cluster, fleet, Aggregator(cluster))
     control = Control(cluster, api)
     attached = Attached(cluster, Path(cfg.apiserver)) if cfg.apiserver else None
     if attached is not None:
@@ -180,7 +181,7 @@ async def run(cfg: Config) -> None:
     await fleet.start()
     if cfg.metrics_backend:
         ca = _read(cfg.metrics_backend_ca) if cfg.metrics_backend_ca else None
-        cluster.set_backend(Backend(cfg.metrics_backend, ca, cfg.metrics_backend_insecure))
+        cluster.set_backend(Backend((cfg.metrics_backend,), ca, cfg.metrics_backend_insecure))
     cluster.write_client_files()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

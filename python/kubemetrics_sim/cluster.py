@@ -62,12 +62,33 @@ class Config:
 
 @dataclass
 class Backend:
-    url: str
+    """The metrics.k8s.io APIService's Service: its endpoints and how they are probed
+    (`aggregator.py`). `readiness_path` empty: an endpoint is ready while its process accepts
+    connections (a pod without a readiness probe)."""
+
+    urls: tuple[str, ...]
     ca_pem: bytes | None
     insecure: bool
+    service: str = "kube-system/metrics-server"
+    readiness_path: str = ""
+    probe_period: float = 1.0
+    failure_threshold: int = 3
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"url": self.url, "insecure": self.insecure, "ca": self.ca_pem is not None}
+        return {
+            "url": self.url,
+            "endpoints": list(self.urls),
+            "insecure": self.insecure,
+            "ca": self.ca_pem is not None,
+            "service": self.service,
+            "readiness_path": self.readiness_path,
+            "probe_period": self.probe_period,
+            "failure_threshold": self.failure_threshold,
+        }
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .apiserver import ApiError, ApiServer, json_response
+from .apiserver import ApiServer, json_response
 from .cluster import AUTH_CM, Backend, Cluster
+from .errors import ApiError
 from .gofmt import rfc3339
 from .model import Pattern
 from .rbac import Grant, User, UserInfo
@@ -115,12 +117,27 @@ class Control:
                 return json_response({"floor": c.store.floor})
             if parts == ["aggregator"]:
                 if m == "GET":
-                    return json_response(c.backend.to_dict() if c.backend else None)
+                    return json_response(self.api.aggregator.describe())
                 if m in ("PUT", "POST"):
                     return json_response(self.set_backend(await _body(request)))
                 if m == "DELETE":
                     c.set_backend(None)
                     return json_response(None)
+            if parts == ["aggregator", "endpoints"] and c.backend is not None:
+                # A pod of the Service created (POST) or deleted (DELETE {"url"}).
+                b = await _body(request)
+                url = str(b.get("url", "")).rstrip("/")
+                urls = [u for u in c.backend.urls if u != url]
+                if m == "POST":
+                    urls.append(url)
+                elif m != "DELETE":
+                    raise ValueError(f"method {m} not supported")
+                c.set_backend(dataclasses.replace(c.backend, urls=tuple(urls)))
+                return json_response(self.api.aggregator.describe())
+            if parts == ["kubelet-requests"] and m == "GET":
+                return json_response(
+                    {"total": self.api.fleet.requests, "nodes": self.api.fleet.served_by_agent}
+                )
             if parts == ["auth-configmap"]:
                 return json_response(self.auth_configmap(m, await _body(request)))
             if parts and parts[0] == "attached" and self.attached is not None:
@@ -146,6 +163,8 @@ class Control:
             "kubelet_requests": self.api.fleet.requests,
             "churn_events": c.churn_events,
             "backend": c.backend.to_dict() if c.backend else None,
+            "object_writes": self.api.objects.writes,
+            "object_conflicts": self.api.objects.conflicts,
             "kubelet_port": c.kubelet_port,
             "reviews": dict(self.api.reviews_served),
         }
@@ -202,18 +221,36 @@ class Control:
             raise LookupError(f'container "{b.get("container")}" not found')
         return {"namespace": ns, "name": name, "pattern": pat.to_dict()}
 
-    def set_backend(self, b: dict[str, Any]) -> dict[str, Any]:
-        url = str(b.get("url", ""))
-        if not url.startswith("https://"):
-            raise ValueError("url must be https://HOST:PORT")
+    def set_backend(self, b: dict[str, Any]) -> dict[str, Any] | None:
+        """{url | endpoints: [url, ...], ca_pem | ca_file, insecure, service, readiness_path,
+        probe_period, failure_threshold}: the APIService's Service and its endpoints."""
+        urls = b.get("endpoints") or [b.get("url", "")]
+        if not isinstance(urls, list) or not urls:
+            raise ValueError("endpoints must be a non-empty list of https://HOST:PORT")
+        for url in urls:
+            if not str(url).startswith("https://"):
+                raise ValueError("url must be https://HOST:PORT")
         ca: bytes | None = None
         if b.get("ca_pem"):
             ca = str(b["ca_pem"]).encode()
         elif b.get("ca_file"):
             ca = Path(str(b["ca_file"])).read_bytes()
-        backend = Backend(url, ca, bool(b.get("insecure", False)))
+        service = str(b.get("service") or "kube-system/metrics-server")
+        if service.count("/") != 1:
+            raise ValueError("service must be NAMESPACE/NAME")
+        backend = Backend(
+            tuple(str(u).rstrip("/") for u in urls),
+            ca,
+            bool(b.get("insecure", False)),
+            service=service,
+            readiness_path=str(b.get("readiness_path") or ""),
+            probe_period=float(b.get("probe_period") or 1.0),
+            failure_threshold=int(b.get("failure_threshold") or 3),
+        )
+        if backend.probe_period <= 0 or backend.failure_threshold < 1:
+            raise ValueError("probe_period must be > 0 and failure_threshold >= 1")
         self.cluster.set_backend(backend)
-        return backend.to_dict()
+        return self.api.aggregator.describe()
 
     async def rbac(self, request: web.Request, parts: list[str]) -> web.StreamResponse:
         r = self.cluster.rbac

@@ -76,6 +76,8 @@ class Fleet:
         self.handler = Server(self.handle, handler_cancellation=True, access_log=None)
         self.auth_cache: dict[tuple[str, str, int], tuple[float, int, str]] = {}
         self.requests = 0
+        # node → User-Agent → metrics requests served: who scraped which kubelet how often.
+        self.served_by_agent: dict[str, dict[str, int]] = {}
         self.pending: set[asyncio.Task[None]] = set()
         # Attached to a real API server: authn/authz by TokenReview/SubjectAccessReview there.
         self.remote_auth: RemoteAuth | None = None
@@ -256,6 +258,11 @@ class Fleet:
                 text=f"Forbidden (user={user}, verb=get, resource=nodes, "
                 f"subresource(s)=[metrics])\n",
             )
+        agent = request.headers.get("User-Agent", "")[:200]
+        counts = self.served_by_agent.setdefault(node.name, {})
+        if agent not in counts and len(counts) >= 64:
+            agent = "(other)"  # bounded: a client inventing agents adds no entries
+        counts[agent] = counts.get(agent, 0) + 1
         resp = await self.serve_metrics(node)
         return gzip_if_accepted(request.headers.get("Accept-Encoding", ""), resp)
 

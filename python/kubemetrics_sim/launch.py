@@ -267,8 +267,51 @@ class SimProcess:
         self.control("DELETE", f"nodes/{name}")
         self.info["nodes"].pop(name, None)
 
-    def set_backend(self, url: str, *, ca_pem: str | None = None, insecure: bool = False) -> None:
-        self.control("PUT", "aggregator", {"url": url, "ca_pem": ca_pem, "insecure": insecure})
+    def set_backend(
+        self,
+        url: str | Sequence[str],
+        *,
+        ca_pem: str | None = None,
+        insecure: bool = False,
+        readiness_path: str = "",
+        probe_period: float = 1.0,
+        failure_threshold: int = 3,
+    ) -> dict[str, Any]:
+        """The metrics.k8s.io APIService's Service: one endpoint URL or several (each probed,
+        published as EndpointSlices, requests spread over the ready ones)."""
+        urls = [url] if isinstance(url, str) else list(url)
+        return dict(
+            self.control(
+                "PUT",
+                "aggregator",
+                {
+                    "endpoints": urls,
+                    "ca_pem": ca_pem,
+                    "insecure": insecure,
+                    "readiness_path": readiness_path,
+                    "probe_period": probe_period,
+                    "failure_threshold": failure_threshold,
+                },
+            )
+        )
+
+    def aggregator(self) -> dict[str, Any] | None:
+        """The backend, its endpoints' states, the ready ones and the requests each was sent."""
+        got = self.control("GET", "aggregator")
+        return None if got is None else dict(got)
+
+    def add_endpoint(self, url: str) -> None:
+        self.control("POST", "aggregator/endpoints", {"url": url})
+
+    def remove_endpoint(self, url: str) -> None:
+        self.control("DELETE", "aggregator/endpoints", {"url": url})
+
+    def kubelet_requests(self) -> dict[str, dict[str, int]]:
+        """node → User-Agent → metrics requests its kubelet served so far."""
+        return {
+            str(n): {str(a): int(c) for a, c in agents.items()}
+            for n, agents in self.control("GET", "kubelet-requests")["nodes"].items()
+        }
 
     def clear_backend(self) -> None:
         self.control("DELETE", "aggregator")

@@ -22,6 +22,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "nodes": ("metadata.name",),
     "configmaps": ("metadata.name", "metadata.namespace"),
     "namespaces": ("metadata.name", "status.phase"),
+    "leases": ("metadata.name", "metadata.namespace"),
+    "endpointslices": ("metadata.name", "metadata.namespace"),
 }
 
 
@@ -43,7 +45,7 @@ class KObj(Protocol):
 
 
 class DictObj:
-    """A stored object that is just JSON (ConfigMaps, Namespaces)."""
+    """A stored object that is just JSON (ConfigMaps, Namespaces, Leases, EndpointSlices)."""
 
     def __init__(
         self,
@@ -55,13 +57,18 @@ class DictObj:
         created: str,
         uid: str,
         labels: dict[str, str] | None = None,
+        *,
+        api_version: str = "v1",
+        annotations: dict[str, str] | None = None,
     ) -> None:
         self.resource = resource
         self.kind = kind
+        self.api_version = api_version
         self.namespace = namespace
         self.name = name
         self.body = body
         self.labels = labels or {}
+        self.annotations = annotations or {}
         self.rv = 0
         self.created = created
         self.uid = uid
@@ -86,10 +93,17 @@ class DictObj:
         m.update(uid=self.uid, resourceVersion=str(self.rv), creationTimestamp=self.created)
         if self.labels:
             m["labels"] = self.labels
+        if self.annotations:
+            m["annotations"] = self.annotations
         return m
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "apiVersion": "v1", "metadata": self.metadata(), **self.body}
+        return {
+            "kind": self.kind,
+            "apiVersion": self.api_version,
+            "metadata": self.metadata(),
+            **self.body,
+        }
 
 
 class Event:

@@ -90,6 +90,17 @@ def _cm_cells(o: dict[str, Any]) -> list[Any]:
     return [o["metadata"]["name"], len(o.get("data", {})), _age(o)]
 
 
+def _lease_cells(o: dict[str, Any]) -> list[Any]:
+    return [o["metadata"]["name"], o.get("spec", {}).get("holderIdentity", ""), _age(o)]
+
+
+def _slice_cells(o: dict[str, Any]) -> list[Any]:
+    ports = ",".join(str(p.get("port", "")) for p in o.get("ports") or []) or "<unset>"
+    addrs = [a for e in o.get("endpoints") or [] for a in e.get("addresses", [])]
+    shown = ",".join(addrs[:3]) + (f" + {len(addrs) - 3} more..." if len(addrs) > 3 else "")
+    return [o["metadata"]["name"], o.get("addressType", ""), ports, shown or "<unset>", _age(o)]
+
+
 TABLES: dict[str, tuple[list[Col], Callable[[dict[str, Any]], list[Any]]]] = {
     "nodes": (
         [
@@ -141,6 +152,24 @@ TABLES: dict[str, tuple[list[Col], Callable[[dict[str, Any]], list[Any]]]] = {
             ("Age", "string", "", AGE_DESC, 0),
         ],
         _cm_cells,
+    ),
+    "leases": (
+        [
+            ("Name", "string", "name", NAME_DESC, 0),
+            ("Holder", "string", "", "The holder of the lease.", 0),
+            ("Age", "string", "", AGE_DESC, 0),
+        ],
+        _lease_cells,
+    ),
+    "endpointslices": (
+        [
+            ("Name", "string", "name", NAME_DESC, 0),
+            ("AddressType", "string", "", "The IP protocol for this slice.", 0),
+            ("Ports", "string", "", "The ports of this slice.", 0),
+            ("Endpoints", "string", "", "The endpoints of this slice.", 0),
+            ("Age", "string", "", AGE_DESC, 0),
+        ],
+        _slice_cells,
     ),
 }
 

@@ -23,14 +23,16 @@ from kubemetrics_sim.launch import SimProcess
 class Backend:
     """An HTTPS backend that records what the aggregator sends, in its own thread and loop."""
 
-    def __init__(self, workdir: Path, front_proxy_ca: str) -> None:
+    def __init__(self, workdir: Path, front_proxy_ca: str, name: str = "b") -> None:
+        self.ready = True  # what /readyz answers
         self.ca = Authority.create("backend-ca")
         cert, key = self.ca.issue("metrics-backend", ips=("127.0.0.1",), server=True)
-        (workdir / "b.crt").write_bytes(cert)
-        (workdir / "b.key").write_bytes(key)
+        (workdir / f"{name}.crt").write_bytes(cert)
+        (workdir / f"{name}.key").write_bytes(key)
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(workdir / "b.crt", workdir / "b.key")
-        self.ctx.verify_mode = ssl.CERT_REQUIRED  # only the front proxy may call
+        self.ctx.load_cert_chain(workdir / f"{name}.crt", workdir / f"{name}.key")
+        # Only the front proxy may call the API; probes (no certificate) reach /readyz only.
+        self.ctx.verify_mode = ssl.CERT_OPTIONAL
         self.ctx.load_verify_locations(cafile=front_proxy_ca)
         self.seen: list[dict[str, Any]] = []
         self.loop = asyncio.new_event_loop()
@@ -42,6 +44,10 @@ class Backend:
 
     async def handle(self, request: web.Request) -> web.Response:
         peer = request.transport.get_extra_info("peercert") if request.transport else None
+        if request.path == "/readyz":
+            return web.Response(status=200 if self.ready else 500, text="ok")
+        if not peer:
+            return web.Response(status=401)
         cn = dict(x[0] for x in peer["subject"])["commonName"] if peer else ""
         self.seen.append(
             {
@@ -224,4 +230,97 @@ def test_without_backend_the_group_is_gone(sim: SimProcess, backend: Backend) ->
         assert "metrics.k8s.io" not in {g["name"] for g in sim.api("/apis")["groups"]}
         assert sim.request("GET", "/apis/metrics.k8s.io/v1beta1/nodes")[0] == 404
     finally:
+        sim.set_backend(backend.url, ca_pem=backend.ca.cert_pem.decode())
+
+
+# --- several endpoints: EndpointSlices, probes, spreading ---------------------------------------
+
+
+def _slices(sim: SimProcess) -> list[dict[str, Any]]:
+    path = "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices"
+    items = sim.api(f"{path}?labelSelector=kubernetes.io%2Fservice-name%3Dmetrics-server")["items"]
+    return list(items)
+
+
+def _ready_ports(sim: SimProcess) -> set[int]:
+    out = set()
+    for s in _slices(sim):
+        for e in s["endpoints"]:
+            if e["conditions"]["ready"]:
+                out.add(s["ports"][0]["port"])
+    return out
+
+
+def _until(check: Any, timeout: float = 15.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+def test_requests_spread_over_endpoints_and_a_dead_one_is_dropped(
+    sim: SimProcess, backend: Backend, tmp_path: Path
+) -> None:
+    others = [Backend(tmp_path, sim.file("front_proxy_ca"), name=f"b{i}") for i in (1, 2)]
+    for b in others:
+        b.start()
+    bundle = "".join(b.ca.cert_pem.decode() for b in (backend, *others))
+    urls = [b.url for b in (backend, *others)]
+    try:
+        sim.set_backend(urls, ca_pem=bundle, readiness_path="/readyz", probe_period=0.2)
+        ports = {b.port for b in (backend, *others)}
+        _until(lambda: _ready_ports(sim) == ports)
+        # One slice per port, as the EndpointSlice controller groups endpoints.
+        assert {s["ports"][0]["port"] for s in _slices(sim)} == ports
+        for b in (backend, *others):
+            b.seen.clear()
+        for _ in range(60):
+            status, _, _ = sim.request("GET", "/apis/metrics.k8s.io/v1beta1/nodes")
+            assert status == 200
+        counts = [len(b.seen) for b in (backend, *others)]
+        assert sum(counts) == 60 and min(counts) > 0, counts  # P(an endpoint idle) ~ 3e-11
+
+        # A backend that stops answering its readiness probe leaves the slices and gets nothing.
+        others[0].ready = False
+        _until(lambda: others[0].port not in _ready_ports(sim))
+        # Its process dying drops the other at once (the first failed probe).
+        others[1].stop()
+        _until(lambda: _ready_ports(sim) == {backend.port})
+        states = {e["url"]: e for e in (sim.aggregator() or {})["endpoint_states"]}
+        assert states[others[0].url]["failures"] >= 3  # the failure threshold was waited for
+        for b in (backend, *others):
+            b.seen.clear()
+        for _ in range(20):
+            assert sim.request("GET", "/apis/metrics.k8s.io/v1beta1/nodes")[0] == 200
+        assert (len(backend.seen), len(others[0].seen)) == (20, 0)
+
+        # Readiness comes back: so does traffic; a removed endpoint leaves the slices.
+        others[0].ready = True
+        _until(lambda: _ready_ports(sim) == {backend.port, others[0].port})
+        sim.remove_endpoint(others[0].url)
+        assert _ready_ports(sim) == {backend.port}
+        sim.add_endpoint(others[0].url)
+        _until(lambda: _ready_ports(sim) == {backend.port, others[0].port})
+    finally:
+        others[0].stop()
+        sim.set_backend(backend.url, ca_pem=backend.ca.cert_pem.decode())
+
+
+def test_no_ready_endpoint_is_503(sim: SimProcess, backend: Backend) -> None:
+    try:
+        backend.ready = False
+        sim.set_backend(
+            backend.url,
+            ca_pem=backend.ca.cert_pem.decode(),
+            readiness_path="/readyz",
+            probe_period=0.2,
+        )
+        _until(lambda: not _ready_ports(sim))
+        status, _, body = sim.request("GET", "/apis/metrics.k8s.io/v1beta1/nodes")
+        st = json.loads(body)
+        assert status == 503 and "no endpoints available" in st["message"], st
+    finally:
+        backend.ready = True
         sim.set_backend(backend.url, ca_pem=backend.ca.cert_pem.decode())

@@ -302,3 +302,27 @@ def test_gzip_only_when_asked_like_promhttp(sim: SimProcess) -> None:
         headers={"Accept-Encoding": "identity"},
     )
     assert status == 200 and "content-encoding" not in headers
+
+
+def test_kubelets_count_who_scraped_them(sim: SimProcess) -> None:
+    """The simulator's answer to "was every kubelet scraped once per cycle, and by whom"."""
+    before = sim.kubelet_requests()
+    host, port = sim.node_address("node-0002")
+    for agent in ("replica-a", "replica-a", "replica-b"):
+        status, _, _ = sim.request(
+            "GET",
+            "/metrics/resource",
+            token=sim.token("metrics-server"),
+            host=host,
+            port=port,
+            headers={"User-Agent": agent},
+        )
+        assert status == 200
+    status, _, _ = sim.request(
+        "GET", "/metrics/resource", token="bogus", host=host, port=port, headers={"User-Agent": "x"}
+    )
+    assert status == 401  # refused requests are not scrapes
+    after = sim.kubelet_requests()
+    got = {a: n - before.get("node-0002", {}).get(a, 0) for a, n in after["node-0002"].items()}
+    assert {a: n for a, n in got.items() if n} == {"replica-a": 2, "replica-b": 1}
+    assert after.get("node-0001") == before.get("node-0001")
