@@ -1,6 +1,7 @@
 """Type stub for the Rust extension (rust/py): the whole native surface. What only tests and
 benchmarks use is in `_testing`."""
 
+from collections.abc import Sequence
 from typing import Any, Final, final
 
 import numpy as np
@@ -58,6 +59,17 @@ class Store:
         at most 2 × resolution old and that have a valid pair of points."""
     def points(self) -> tuple[int, int]:
         """(nodes with a stored point, containers with a stored pair)."""
+    def export_points(self, now_ms: int, failing: Sequence[str]) -> bytes:
+        """This replica's own points (nodes it scraped, within the grace at `now_ms`: last and
+        prev per node and container) and `failing` (nodes it failed to scrape), as one
+        compressed body for its peers (`--sharding=lease`). GIL released."""
+    def import_points(
+        self, data: bytes, now_ms: int, max_decoded_bytes: int
+    ) -> tuple[list[str], list[str]]:
+        """Merge a peer's `export_points` body (newest sample wins; a node's previous point is
+        kept so an adopter's first scrape yields a rate): `(nodes it has points for, nodes it
+        failed)`. ValueError, and nothing merged, for a malformed body or one inflating past
+        `max_decoded_bytes`. GIL released."""
 
 @final
 class Snapshot:

@@ -16,6 +16,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::intern::Interner;
+
+pub mod exchange;
 use crate::parse::{Batch, ContainerColumns, NodeSample};
 use crate::snapshot::{ContainerMetrics, NodeMetrics, PodMetrics, Snapshot};
 
@@ -73,6 +75,9 @@ struct NodeEntry {
     name: Arc<str>,
     /// `request_time_ms` of the last successful ingest: the grace clock.
     scraped_ms: i64,
+    /// Scraped here (true) or imported from a peer (`exchange`): only a replica's own
+    /// points are exported to its peers.
+    local: bool,
     last: Option<NodePoint>,
     prev: Option<NodePoint>,
     containers: Containers,
@@ -324,6 +329,7 @@ impl Store {
                 nodes.entry(Arc::clone(&name)).or_insert(NodeEntry {
                     name,
                     scraped_ms: request_time_ms,
+                    local: true,
                     last: None,
                     prev: None,
                     containers: Containers::default(),
@@ -331,6 +337,7 @@ impl Store {
             }
         };
         entry.scraped_ms = request_time_ms;
+        entry.local = true;
 
         match node_point(&batch.node, request_time_ms) {
             Some(new) => {

@@ -32,7 +32,7 @@ pub struct Store {
 impl Store {
     /// A store method panicking would poison the lock; its state is still
     /// structurally sound (each ingest swaps whole tables), so keep serving.
-    fn lock(&self) -> MutexGuard<'_, CoreStore> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, CoreStore> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -103,6 +103,28 @@ impl Store {
             inner: Arc::new(snap),
             served: Mutex::new(None),
         }
+    }
+
+    /// This replica's own points within the grace period, and `failing` (the
+    /// nodes it failed to scrape), as one compressed body for its peers.
+    fn export_points<'py>(
+        &self,
+        py: Python<'py>,
+        now_ms: i64,
+        failing: Vec<String>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        crate::exchange::export_points(self, py, now_ms, failing)
+    }
+
+    /// Merge a peer's body: `(nodes it has points for, nodes it failed)`.
+    fn import_points(
+        &self,
+        py: Python<'_>,
+        data: &[u8],
+        now_ms: i64,
+        max_decoded_bytes: usize,
+    ) -> PyResult<(Vec<String>, Vec<String>)> {
+        crate::exchange::import_points(self, py, data, now_ms, max_decoded_bytes)
     }
 
     /// `(node points, container points)` currently stored.
