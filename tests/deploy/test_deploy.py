@@ -42,6 +42,17 @@ OVERLAYS = (
     "overlays/network-policy",
 )
 NAMESPACE = "kube-system"
+# What the downward API gives a pod, by field path, as a sample pod would have it.
+DOWNWARD = {
+    "POD_NAME": "metadata.name",
+    "POD_NAMESPACE": "metadata.namespace",
+    "POD_IP": "status.podIP",
+}
+POD_FIELDS = {
+    "metadata.name": "metrics-server-5d8c7b9f4-x2kqp",
+    "metadata.namespace": NAMESPACE,
+    "status.podIP": "10.244.1.17",
+}
 SA = ("ServiceAccount", NAMESPACE, "metrics-server")
 SERVICE_DNS = "metrics-server.kube-system.svc"
 TLS_MOUNT = "/etc/kubemetrics/tls"
@@ -117,8 +128,9 @@ def arg_value(args: list[str], flag: str) -> str | None:
     return None
 
 
-def dry_run(args: list[str]) -> subprocess.CompletedProcess[str]:
-    """The real flag parser and validation: `python -m kubemetrics --dry-run ARGS`."""
+def dry_run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real flag parser and validation: `python -m kubemetrics --dry-run ARGS`; `env` adds
+    what the pod's environment would hold (the downward API)."""
     return subprocess.run(
         [sys.executable, "-m", "kubemetrics", "--dry-run", *args],
         capture_output=True,
@@ -127,12 +139,15 @@ def dry_run(args: list[str]) -> subprocess.CompletedProcess[str]:
         check=False,
         cwd=ROOT,
         # No kubeconfig or service account here: dry-run must not need either.
-        env={k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
+        env={
+            **{k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", *DOWNWARD)},
+            **(env or {}),
+        },
     )
 
 
-def effective_config(args: list[str]) -> Obj:
-    done = dry_run(args)
+def effective_config(args: list[str], env: dict[str, str] | None = None) -> Obj:
+    done = dry_run(args, env)
     assert done.returncode == 0, f"--dry-run rejected {args}:\n{done.stderr}"
     config: Obj = json.loads(done.stdout)
     return config
@@ -279,8 +294,8 @@ def test_upstream_manifest_args_are_accepted() -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_deployment_args_parse_with_the_real_flag_parser(overlay: str) -> None:
     needs_dry_run()
-    args = container(render(overlay))["args"]
-    config = effective_config(args)
+    c = container(render(overlay))
+    config = effective_config(c["args"], pod_env(c))
     _check_upstream_args(config)
     serving = config["serving"]
     if "ca-bundle" in overlay:
@@ -289,6 +304,15 @@ def test_deployment_args_parse_with_the_real_flag_parser(overlay: str) -> None:
         assert serving["self_signed"] is False
     else:
         assert serving["tls_cert_file"] is None and serving["self_signed"] is True
+
+
+def pod_env(c: Obj) -> dict[str, str]:
+    """The container's environment as the kubelet would fill it (downward API fields only)."""
+    out = {}
+    for e in c.get("env", []):
+        field = e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        out[e["name"]] = POD_FIELDS[field] if field else e["value"]
+    return out
 
 
 def test_dry_run_rejects_what_upstream_rejects() -> None:
@@ -355,11 +379,11 @@ def test_deployment_is_restricted_and_read_only(overlay: str) -> None:
 
 @needs_kubectl
 @pytest.mark.parametrize("overlay", [o for o in OVERLAYS if "high-availability" in o])
-def test_high_availability(overlay: str) -> None:
+def test_high_availability_runs_three_sharded_replicas(overlay: str) -> None:
     objs = render(overlay)
     deployment = one(objs, "Deployment", "metrics-server")["spec"]
     pod_labels = deployment["template"]["metadata"]["labels"]
-    assert deployment["replicas"] == 2
+    assert deployment["replicas"] == 3
     assert deployment["strategy"] == {"rollingUpdate": {"maxUnavailable": 1}}
     terms = deployment["template"]["spec"]["affinity"]["podAntiAffinity"][
         "requiredDuringSchedulingIgnoredDuringExecution"
@@ -369,8 +393,46 @@ def test_high_availability(overlay: str) -> None:
     assert terms[0]["labelSelector"]["matchLabels"].items() <= pod_labels.items()
     pdb = one(objs, "PodDisruptionBudget", "metrics-server")
     assert pdb["apiVersion"] == "policy/v1"
-    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": {"k8s-app": "metrics-server"}},
+    }
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    # Upstream's arguments, then sharding; the identity from the downward API.
+    c = container(objs)
+    assert c["args"].count("--sharding=lease") == 1
+    base = container(render("base"))["args"]
+    assert [a for a in c["args"] if a != "--sharding=lease"][: len(base)] == base
+    assert {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"]} == DOWNWARD
+    sharding = effective_config(c["args"], pod_env(c))["sharding"]
+    assert sharding == {
+        "mode": "lease",
+        "lease_duration": 15.0,
+        "pod_name": POD_FIELDS["metadata.name"],
+        "pod_namespace": NAMESPACE,
+        "pod_ip": POD_FIELDS["status.podIP"],
+        "group": "kubemetrics",
+    }
+    # Without the downward API the replica refuses to start, naming what is missing.
+    assert "set POD_NAME" in dry_run(c["args"]).stderr
+    # Lease rights: a Role in the server's own namespace, leases only, bound to its account.
+    role = one(objs, "Role", "metrics-server:shard-leases")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "list", "watch", "create", "update", "delete"],
+        }
+    ]
+    binding = one(objs, "RoleBinding", "metrics-server:shard-leases")
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "metrics-server:shard-leases",
+    }
+    assert [(s["kind"], s["namespace"], s["name"]) for s in binding["subjects"]] == [SA]
 
 
 @needs_kubectl
@@ -577,6 +639,19 @@ SERVER_API_CALLS = (
     ),
 )
 
+# --sharding=lease (the high-availability overlays): the replicas' Leases, in their own namespace.
+# Peers fetch each other's points as `get nodes/metrics`, already in SERVER_API_CALLS.
+SHARDED_API_CALLS = tuple(
+    ApiCall(f"shard membership: {verb}", verb, "coordination.k8s.io", "leases", "", NAMESPACE)
+    for verb in ("get", "list", "watch", "create", "update", "delete")
+)
+
+
+def calls_for(overlay: str) -> tuple[ApiCall, ...]:
+    sharded = "high-availability" in overlay
+    return SERVER_API_CALLS + (SHARDED_API_CALLS if sharded else ())
+
+
 # Granted by our own roles though no call needs it: upstream's ClusterRole has `get` on nodes and
 # pods, and the issue keeps the role identical so existing audits/policies still match.
 UPSTREAM_PARITY_EXTRAS = frozenset({("", "nodes", "get"), ("", "pods", "get")})
@@ -638,7 +713,7 @@ def _allows(scope: str, rule: Obj, call: ApiCall) -> bool:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_rbac_grants_every_call_the_server_makes(overlay: str) -> None:
     rules = list(_rules_for_service_account(render(overlay)))
-    missing = [c.why for c in SERVER_API_CALLS if not any(_allows(s, r, c) for s, r in rules)]
+    missing = [c.why for c in calls_for(overlay) if not any(_allows(s, r, c) for s, r in rules)]
     assert missing == []
 
 
@@ -661,7 +736,7 @@ def test_rbac_grants_nothing_more(overlay: str) -> None:
                         (c.group, c.resource, c.subresource, c.verb) == (group, res, sub, verb)
                         and scope == c.namespace
                         and names == ({c.name} if c.name else set())
-                        for c in SERVER_API_CALLS
+                        for c in calls_for(overlay)
                     )
                     extra = (group, resource, verb) in UPSTREAM_PARITY_EXTRAS and not scope
                     assert used or extra, f"{scope or 'cluster'}: {verb} {group}/{resource} {names}"
@@ -686,7 +761,7 @@ def test_rbac_grants_nothing_more(overlay: str) -> None:
         "system:metrics-server",
         "system:auth-delegator",
         "extension-apiserver-authentication-reader",
-    }
+    } | ({"metrics-server:shard-leases"} if "high-availability" in overlay else set())
 
 
 def test_rbac_checker_notices_a_missing_grant() -> None:
@@ -725,7 +800,7 @@ def _path_resource(path: str) -> tuple[str, str, str] | None:
 
 def test_every_api_path_in_the_server_source_is_a_listed_call() -> None:
     source = ROOT / "python" / "kubemetrics"
-    listed = {(c.group, c.resource) for c in SERVER_API_CALLS}
+    listed = {(c.group, c.resource) for c in SERVER_API_CALLS + SHARDED_API_CALLS}
     unknown = []
     for file in sorted(source.rglob("*.py")):
         for match in _API_PATH.finditer(file.read_text()):
@@ -737,7 +812,9 @@ def test_every_api_path_in_the_server_source_is_a_listed_call() -> None:
                 unknown.append(f"{file.relative_to(ROOT)}: {match.group(1)}")
             elif namespace and "{" not in namespace:
                 assert any(
-                    c.namespace == namespace for c in SERVER_API_CALLS if c.resource == resource
+                    c.namespace == namespace
+                    for c in SERVER_API_CALLS + SHARDED_API_CALLS
+                    if c.resource == resource
                 )
     assert unknown == []
 
@@ -814,9 +891,15 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_the_manifest_args(tmp_path: P
     metrics_server.symlink_to(venv / "bin" / "kubemetrics")
     before = _tree(venv)
 
-    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    def run(*argv: str, pod: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            list(argv), capture_output=True, text=True, env=env, cwd=home, timeout=120, check=False
+            list(argv),
+            capture_output=True,
+            text=True,
+            env={**env, **(pod or {})},
+            cwd=home,
+            timeout=120,
+            check=False,
         )
 
     version = run("kubemetrics", "--version")
@@ -838,12 +921,13 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_the_manifest_args(tmp_path: P
     )
     assert modules.returncode == 0, modules.stderr[-4000:]
 
-    for overlay_args in (
-        one(upstream(), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"],
-        *([container(render("overlays/high-availability-ca-bundle"))["args"]] if KUBECTL else []),
-    ):
+    runs = [(one(upstream(), "Deployment")["spec"]["template"]["spec"]["containers"][0], {})]
+    if KUBECTL:
+        ha = container(render("overlays/high-availability-ca-bundle"))
+        runs.append((ha, pod_env(ha)))
+    for c, pod in runs:
         for entry in ("kubemetrics", str(metrics_server)):
-            done = run(entry, "--dry-run", *overlay_args)
+            done = run(entry, "--dry-run", *c["args"], pod=pod)
             assert done.returncode == 0, done.stderr
             _check_upstream_args(json.loads(done.stdout))
     # Nothing was written into the installed tree by running it (read-only root friendly).
