@@ -5,11 +5,14 @@
       removed → Store.snapshot → warm → publish to the API → trim memory
     SelfMetrics observes the scraper and the cycle; health checks read discovery, the
     published snapshot and the loop.
+    --sharding=lease: Membership (Leases) + PeerClient → Sharding, used by the cycle; the API
+      serves this replica's points to its peers.
 
 The HTTPS listener comes up first (so probes get answers while the caches fill); the scrape
 loop starts once the node list is synced, so its first tick already sees every node. On SIGTERM
 or SIGINT `/readyz` fails first (`shutdown`), then the scraper, the reflectors, the HTTP
-sessions and the listener stop, in that order.
+sessions and the listener stop, in that order; a sharded replica deletes its Lease before all
+that, so its peers take its nodes over at once.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ from kubemetrics.listener import Listener, ListenerLimits, ListenerStats, bracke
 from kubemetrics.logs import kv
 from kubemetrics.scrape.scraper import Scraper, ScrapeSettings, kubelet_settings
 from kubemetrics.selfmetrics import SelfMetrics
+from kubemetrics.shard.lease import Identity, Membership, cert_fingerprint, host_port
+from kubemetrics.shard.peers import PeerClient, PeerSettings
+from kubemetrics.shard.sharding import Sharding
 
 log = logging.getLogger("kubemetrics.app")
 
@@ -64,6 +70,13 @@ class _Parts:
     cycle: Cycle
     health: HealthChecks
     runner: web.AppRunner
+    sharding: Sharding | None
+
+
+def peer_timeout(resolution: float) -> float:
+    """How long one fetch of a peer's points may take: a quarter of the resolution, within
+    [0.5 s, 5 s], so that a dead or slow peer delays a cycle by little."""
+    return min(max(resolution / 4, 0.5), 5.0)
 
 
 class Server:
@@ -79,6 +92,8 @@ class Server:
         self._listener: Listener | None = None
         self._security: Security | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._membership: Membership | None = None
+        self._cert_file = ""  # the serving certificate peers pin (--sharding=lease)
 
     async def start(self) -> None:
         c = self.config
@@ -120,15 +135,44 @@ class Server:
             ),
         )
         metrics = SelfMetrics(c.metric_resolution)
+        sh = c.sharding
         scraper = Scraper(
             discovery.targets,
             store,
             kubelet,
-            ScrapeSettings(resolution=c.metric_resolution),
+            ScrapeSettings(
+                resolution=c.metric_resolution,
+                user_agent=f"kubemetrics (shard {sh.pod_name})" if sh.enabled else "kubemetrics",
+            ),
             metrics,
         )
         metrics.sources.append(scraper.collect)
-        cycle = Cycle(scraper, store, discovery, metrics, c.metric_resolution, inventory=inventory)
+        sharding = None
+        if sh.enabled:
+            self._membership = Membership(client, sh, self._identity)
+            peers = PeerClient(
+                creds.token,
+                PeerSettings(
+                    timeout=peer_timeout(c.metric_resolution),
+                    keepalive=max(2.0 * c.metric_resolution + 10.0, 30.0),
+                    user_agent=f"kubemetrics (shard {sh.pod_name})",
+                ),
+            )
+            sharding = Sharding(self._membership, peers, store, metrics, discovery.targets)
+            if creds.token.current() is None:
+                log.warning(
+                    "--sharding=lease: the credentials carry no bearer token, which is what "
+                    "peers authenticate each other with; the exchange will be refused"
+                )
+        cycle = Cycle(
+            scraper,
+            store,
+            discovery,
+            metrics,
+            c.metric_resolution,
+            inventory=inventory,
+            sharding=sharding,
+        )
         health = standard_checks(
             informers_synced=lambda: discovery.has_synced,
             storage_ready=lambda: cycle.current().ready,
@@ -149,6 +193,7 @@ class Server:
                 admission=inflight,
                 authorizer=security.authorizer,
                 response_deadline=c.serving.request_timeout,
+                peer_points=(lambda: sharding.points) if sharding is not None else None,
             )
         )
         # The listener's bracket goes outermost: it tells each connection its request is done.
@@ -179,18 +224,33 @@ class Server:
             ) from e
         self.address = listener.addresses[0]
         log.info("Serving securely", extra=kv(address=_hostport(self.address[0], self.address[1])))
-        self._parts = _Parts(client, discovery, scraper, cycle, health, runner)
+        self._parts = _Parts(client, discovery, scraper, cycle, health, runner, sharding)
         self._tasks.append(asyncio.create_task(discovery.run(), name="discovery"))
+        if self._membership is not None:
+            # Only now is the port known that peers are told to use.
+            self._tasks.append(asyncio.create_task(self._membership.run(), name="membership"))
         self._tasks.append(asyncio.create_task(self._scrape_when_synced(), name="scraper"))
+
+    async def _identity(self) -> Identity:
+        """What this replica's Lease tells its peers: where it listens, which certificate."""
+        assert self.address is not None
+        sh = self.config.sharding
+        try:
+            fingerprint = await asyncio.to_thread(cert_fingerprint, self._cert_file)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read the serving certificate {self._cert_file}: {e}") from e
+        return Identity(host_port(sh.pod_ip, self.address[1]), fingerprint)
 
     async def _tls(self) -> ssl.SSLContext:
         s = self.config.serving
         if s.tls_cert_file is not None and s.tls_private_key_file is not None:
+            self._cert_file = s.tls_cert_file
             return await self._serving_tls(s.tls_cert_file, s.tls_private_key_file)
         try:
             cert, key, created = await asyncio.to_thread(ensure_self_signed, s)
         except TLSConfigError as e:
             raise StartupError(str(e)) from e
+        self._cert_file = cert
         ctx = await self._serving_tls(cert, key)
         try:
             bundle = await asyncio.to_thread(ca_bundle, cert)
@@ -226,8 +286,18 @@ class Server:
     async def _scrape_when_synced(self) -> None:
         assert self._parts is not None
         d = self._parts.discovery
-        # Wait for the node list so the first tick already scrapes every node.
+        # Wait for the node list so the first tick already scrapes every node (and, sharded,
+        # for the members' Leases, so that it scrapes only this replica's share).
         await d.node_reflector.wait_synced()
+        if self._membership is not None:
+            try:
+                # Bounded: without Lease rights (or Leases) a replica still scrapes, alone.
+                async with asyncio.timeout(self.config.sharding.lease_duration):
+                    await self._membership.wait_synced()
+            except TimeoutError:
+                log.warning(
+                    "The shard Leases could not be listed; scraping as if alone until they can"
+                )
         log.info(
             "Starting the scrape loop",
             extra=kv(nodes=len(d.targets), resolution=f"{self.config.metric_resolution:g}s"),
@@ -256,7 +326,10 @@ class Server:
         return 0
 
     async def stop(self) -> None:
-        """readyz fails first, then scraper, reflectors, sessions, listener."""
+        """The shard Lease goes first (peers take this replica's nodes at their next cycle),
+        then readyz fails, then scraper, reflectors, sessions, listener."""
+        if self._membership is not None:
+            await self._membership.release()
         self.shutdown.begin()
         log.info("Shutting down")
         for task in reversed(self._tasks):  # scraper first, then discovery
@@ -266,6 +339,8 @@ class Server:
         self._tasks.clear()
         if self._parts is not None:
             await self._parts.scraper.close()
+            if self._parts.sharding is not None:
+                await self._parts.sharding.close()
         if self._security is not None:
             await self._security.close()
         if self._client is not None:

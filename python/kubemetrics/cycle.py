@@ -1,11 +1,15 @@
 """The scrape cycle, top to bottom: what the server does once per `--metric-resolution`.
 
-    tick → ingest    every node's kubelet once; each body goes into `Store.ingest` as it arrives
+    exchange         (--sharding=lease) the peers' latest points into the store, and from
+                     them and the live members the nodes this replica scrapes
+    tick → ingest    every node's kubelet once (or this replica's share); each body goes into
+                     `Store.ingest` as it arrives
     forget           what discovery saw leave the cluster since the last cycle
     snapshot → view → publish
                      the one place the served data changes (`_publish`): the snapshot's
                      served view (labels as of now, label index, every item's values) is
                      built before the one assignment that publishes it
+    share            (--sharding=lease) this replica's own points, encoded for its peers
     trim             give the cycle's freed memory back to the OS
 
 Upstream's `server.tick()` is `data := scraper.Scrape(); storage.Store(data)`; this is the
@@ -27,6 +31,7 @@ from kubemetrics import _native
 from kubemetrics.kube.discovery import Removed
 from kubemetrics.scrape.memory import release_free_memory
 from kubemetrics.scrape.scraper import Scraper
+from kubemetrics.shard.sharding import Sharding
 
 log = logging.getLogger("kubemetrics.cycle")
 
@@ -67,11 +72,13 @@ class Cycle:
         clock: Callable[[], float] = time.time,
         *,
         inventory: _native.Inventory | None = None,
+        sharding: Sharding | None = None,
     ) -> None:
         """`inventory`: what each snapshot's view is built with before it is published;
         without one (tests of the cycle alone) the API builds a view on first use."""
         self._scraper = scraper
         self._inventory = inventory
+        self._sharding = sharding
         self._store = store
         self._discovery = discovery
         self._observer = observer
@@ -100,17 +107,32 @@ class Cycle:
             await self._scraper.close()
 
     async def run_once(self) -> None:
-        # tick → ingest
         started = time.monotonic()
-        await self._scraper.tick()
+        shard = self._sharding
+        # exchange: peers' points first, so a node adopted now already has its previous point
+        targets = None
+        if shard is not None:
+            await shard.exchange(int(self._clock() * 1000))
+            targets = shard.targets()
+            for node in shard.released:
+                self._scraper.forget(node)
+        # tick → ingest
+        await self._scraper.tick(targets)
         self._observer.on_tick(time.monotonic() - started)
         # forget
         self._forget(self._discovery.take_removed())
         # snapshot → warm → publish
+        now_ms = int(self._clock() * 1000)
         try:
-            await self._publish(int(self._clock() * 1000))
+            await self._publish(now_ms)
         except Exception:  # a bug here must not stop later cycles
             log.exception("Taking the metrics snapshot failed")
+        # share
+        if shard is not None:
+            try:
+                await shard.share(now_ms, self._scraper.failing)
+            except Exception:
+                log.exception("Encoding this replica's points for its peers failed")
         nodes, containers = self._store.points()
         self._observer.set_storage_points(nodes, containers)
         self.cycles += 1
@@ -118,6 +140,8 @@ class Cycle:
         await asyncio.to_thread(release_free_memory)
 
     def _forget(self, removed: Removed) -> None:
+        if self._sharding is not None:
+            self._sharding.forget(removed.nodes)
         for node in removed.nodes:
             self._store.forget_node(node)
             self._scraper.forget(node)
@@ -132,8 +156,8 @@ class Cycle:
         and the loop keeps serving the previous snapshot meanwhile. The view takes the
         inventory's members and labels as they are now (a label change shows from the next
         cycle; a deletion applies to every view at once) and formats every item, so no request
-        after a new snapshot pays for it. (Peers' points merged in belong here too, before the
-        one assignment that publishes.)
+        after a new snapshot pays for it. With --sharding=lease the peers' points were merged
+        into the store by this cycle's exchange, so the snapshot, and so its view, is the union.
         """
         snapshot = await asyncio.to_thread(self._store.snapshot, now_ms)
         if self._inventory is not None:

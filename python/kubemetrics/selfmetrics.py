@@ -208,6 +208,11 @@ class SelfMetrics:
         self._freshness: Histogram | None = None
         self._start_time = _process_start_time()
         self.sources: list[MetricSource] = []
+        # --sharding=lease only (absent otherwise)
+        self._shard: dict[str, float] = {}
+        self._peer_requests: dict[str, float] = {}
+        self._peer_bytes = 0.0
+        self._peer_seconds: Histogram | None = None
 
     # --- scraper observer -------------------------------------------------------------------
 
@@ -237,6 +242,46 @@ class SelfMetrics:
         self._storage_points["node"] = float(nodes)
         self._storage_points["container"] = float(containers)
 
+    # --- sharding -----------------------------------------------------------------------------
+
+    def set_shard(self, members: int, owned: int, standing_in: int) -> None:
+        """After each assignment: live members, nodes owned, nodes stood in for."""
+        self._shard = {"members": members, "owned": owned, "standing_in": standing_in}
+
+    def on_peer_fetch(self, result: str, nbytes: int, seconds: float) -> None:
+        """One fetch of a peer's points: `ok` or why not, the body's size, its duration."""
+        self._peer_requests[result] = self._peer_requests.get(result, 0.0) + 1.0
+        self._peer_bytes += nbytes
+        if self._peer_seconds is None:
+            self._peer_seconds = Histogram(DEFAULT_BUCKETS)
+        self._peer_seconds.observe(seconds)
+
+    def _render_shard(self, w: _Writer) -> None:
+        if self._shard:
+            name = "kubemetrics_shard_members"
+            w.header(name, "Live replicas sharing the kubelets, this one included.", "gauge")
+            w.sample(name, [], self._shard["members"])
+            name = "kubemetrics_shard_nodes"
+            w.header(
+                name,
+                "Nodes this replica scraped in its last cycle: owned, or stood in for (their "
+                "owner could not deliver them).",
+                "gauge",
+            )
+            w.sample(name, [("role", "owned")], self._shard["owned"])
+            w.sample(name, [("role", "standing_in")], self._shard["standing_in"])
+        if self._peer_seconds is not None:
+            name = "kubemetrics_shard_peer_request_duration_seconds"
+            w.header(name, "Duration of fetches of the peers' points.", "histogram")
+            w.histogram(name, [], self._peer_seconds)
+            name = "kubemetrics_shard_peer_requests_total"
+            w.header(name, "Fetches of the peers' points, by result.", "counter")
+            for key in sorted(self._peer_requests):
+                w.sample(name, [("result", key)], self._peer_requests[key])
+            name = "kubemetrics_shard_peer_response_bytes_total"
+            w.header(name, "Bytes of the peers' points received (compressed).", "counter")
+            w.sample(name, [], self._peer_bytes)
+
     # --- API ----------------------------------------------------------------------------------
 
     def observe_freshness(self, now_s: float, timestamps_ms: npt.NDArray[np.int64]) -> None:
@@ -255,6 +300,7 @@ class SelfMetrics:
         # Families in name order and series in label order, as Go's registry gathers them.
         for source in self.sources:
             source(w)
+        self._render_shard(w)
         if self._freshness is not None:
             name = "metrics_server_api_metric_freshness_seconds"
             w.header(name, "[ALPHA] Freshness of metrics exported", "histogram")

@@ -27,9 +27,12 @@ class FakeScraper:
         self.ticks = 0
         self.forgotten: list[str] = []
         self.closed = False
+        self.only: list[object] = []
+        self.failing: dict[str, str] = {}
 
-    async def tick(self) -> None:
+    async def tick(self, only: object = None) -> None:
         self.ticks += 1
+        self.only.append(only)
 
     def forget(self, node: str) -> None:
         self.forgotten.append(node)
@@ -193,3 +196,72 @@ def test_the_view_is_built_before_publishing_with_the_labels_of_that_moment() ->
         assert len(view.query("pods", None, "app=after").select()) == 1
 
     asyncio.run(main())
+
+
+class FakeSharding:
+    """Records the order of the cycle's calls into the shard."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.released: set[str] = {"gone-from-shard"}
+        self.shared: list[tuple[int, list[str]]] = []
+        self.forgotten: list[str] = []
+
+    async def exchange(self, now_ms: int) -> None:
+        self.log.append("exchange")
+
+    def targets(self) -> list[str]:
+        self.log.append("targets")
+        return ["mine"]
+
+    def forget(self, nodes: set[str]) -> None:
+        self.forgotten += sorted(nodes)
+
+    async def share(self, now_ms: int, failing: dict[str, str]) -> None:
+        self.log.append("share")
+        self.shared.append((now_ms, sorted(failing)))
+
+
+def test_a_sharded_cycle_exchanges_first_scrapes_its_targets_and_shares_last() -> None:
+    async def main() -> None:
+        log: list[str] = []
+        store = _native.Store(15.0)
+        scraper = FakeScraper()
+        scraper.failing = {"mine": "timeout"}
+        d = FakeDiscovery()
+        d.pending = Removed(nodes={"left"})
+        shard = FakeSharding(log)
+        cycle = Cycle(
+            scraper,  # type: ignore[arg-type]
+            store,
+            d,
+            SelfMetrics(15.0),
+            15.0,
+            sharding=shard,  # type: ignore[arg-type]
+        )
+        original = store.snapshot
+
+        class Spy:
+            def snapshot(self, now_ms: int) -> _native.Snapshot:
+                log.append("snapshot")
+                return original(now_ms)
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(store, name)
+
+        cycle._store = Spy()  # type: ignore[assignment]
+        await cycle.run_once()
+        assert log == ["exchange", "targets", "snapshot", "share"]
+        assert scraper.only == [["mine"]]
+        # A node that left this replica's share, and one that left the cluster, are forgotten.
+        assert scraper.forgotten == ["gone-from-shard", "left"]
+        assert shard.forgotten == ["left"]
+        assert shard.shared[0][1] == ["mine"]
+
+    asyncio.run(main())
+
+
+def test_an_unsharded_cycle_scrapes_every_node() -> None:
+    scraper = FakeScraper()
+    asyncio.run(_cycle(_native.Store(15.0), scraper, SelfMetrics(15.0), FakeDiscovery()).run_once())
+    assert scraper.only == [None]

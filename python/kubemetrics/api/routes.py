@@ -46,6 +46,7 @@ from kubemetrics.api.negotiation import (
     Negotiated,
     negotiate,
 )
+from kubemetrics.api.points import POINTS_PATH, PointsSource, points_attributes, points_handler
 from kubemetrics.api.status import (
     METRICS_GROUP,
     Status,
@@ -120,6 +121,8 @@ class ApiDependencies:
     authenticator: Authenticator = field(default_factory=AllowAnonymous)
     authorizer: Authorizer = field(default_factory=AllowAll)
     admission: Admission = field(default_factory=AdmitAll)
+    # --sharding=lease: this replica's own points for its peers (`api/points.py`)
+    peer_points: PointsSource | None = None
     server_version: str = _native.__version__
     git_commit: str = ""
     build_date: str = ""
@@ -138,6 +141,8 @@ def status_response(status: Status) -> web.Response:
 def _request_attributes(request: web.Request, user: UserInfo) -> RequestAttributes:
     """kube-apiserver's RequestInfoFactory, for the paths this server can serve."""
     path = request.path
+    if path == POINTS_PATH:
+        return points_attributes(user)
     method = request.method.upper()
     parts = [p for p in path.strip("/").split("/") if p] if path != "/" else []
     if len(parts) >= 4 and parts[0] == "apis":
@@ -461,6 +466,8 @@ def build_app(deps: ApiDependencies, *, client_max_size: int = 1 << 20) -> web.A
     get(f"/openapi/v3{group}/{v}", oa_v3_gv)
     r.add_route("*", "/metrics", _metrics_handler(deps.metrics))
     r.add_routes(health_routes(deps.health))
+    if deps.peer_points is not None:
+        get(POINTS_PATH, points_handler(deps.peer_points))
 
     # "/" lists every path, as kube-apiserver's index does.
     paths = sorted(

@@ -458,9 +458,17 @@ class ApiClient:
         return _decode(data, path)
 
     async def post_json(self, path: str, obj: Any, request_timeout: float | None = None) -> Any:
+        return await self.send_json("POST", path, obj, request_timeout)
+
+    async def send_json(
+        self, method: str, path: str, obj: Any = None, request_timeout: float | None = None
+    ) -> Any:
+        """POST, PUT or DELETE `obj` (None: no body) and decode the JSON answer; a non-2xx
+        answer raises `StatusError` (409 Conflict, 404 NotFound, ...)."""
         t = aiohttp.ClientTimeout(total=request_timeout or self._timeout)
+        body = None if obj is None else orjson.dumps(obj)
         async with self._request(
-            "POST", path, params=None, accept=None, body=orjson.dumps(obj), client_timeout=t
+            method, path, params=None, accept=None, body=body, client_timeout=t
         ) as resp:
             data = await resp.read()
         return _decode(data, path)

@@ -16,7 +16,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -148,6 +148,7 @@ def kubelet_settings(
 @dataclass(frozen=True)
 class ScrapeSettings:
     resolution: float = 60.0
+    user_agent: str = "kubemetrics"  # sharded replicas add their name: kubelet logs tell them apart
     max_concurrency: int = 128
     stagger_per_node: float = 0.008
     max_stagger: float = 4.0
@@ -210,7 +211,7 @@ class Scraper:
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=None),
-                headers={"User-Agent": "kubemetrics"},
+                headers={"User-Agent": self._s.user_agent},
             )
         return self._session
 
@@ -219,12 +220,13 @@ class Scraper:
             await self._session.close()
             self._session = None
 
-    async def tick(self) -> None:
-        """Scrape every node once (returns when all finished or timed out)."""
+    async def tick(self, only: Sequence[NodeTarget] | None = None) -> None:
+        """Scrape every node once, or the nodes `only` names (this replica's shard), returning
+        when all finished or timed out."""
         self.last_tick_started = time.monotonic()
         if self._sem is None:
             self._sem = asyncio.Semaphore(self._s.max_concurrency)
-        targets = list(self._targets.values())
+        targets = list(self._targets.values()) if only is None else list(only)
         # aiohttp asks for gzip, as Go's client does for upstream: kubelets compress ~6x, which
         # matters on the cluster network at thousands of nodes; inflating costs ~8% of a cycle.
         headers = {"Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1"}
@@ -255,7 +257,8 @@ class Scraper:
         w.sample(name, [], self.body_budget.refused)
 
     def forget(self, node: str) -> None:
-        """The node left the cluster: drop its failure state (and its state-log entry)."""
+        """The node left the cluster, or this replica's shard: drop its failure state (and its
+        state-log entry)."""
         self.failing.pop(node, None)
         self._states.forget(node)
 

@@ -242,6 +242,7 @@ class Env:
     metrics: SelfMetrics = field(default_factory=lambda: SelfMetrics(15.0))
     shutdown: ShutdownCheck = field(default_factory=ShutdownCheck)
     authorizer: Any = None
+    peer_points: Any = None
 
     def __post_init__(self) -> None:
         self.snapshot = self.store.snapshot(T1 + 1000)
@@ -257,6 +258,8 @@ class Env:
         kw: dict[str, Any] = {}
         if self.authorizer is not None:
             kw["authorizer"] = self.authorizer
+        if self.peer_points is not None:
+            kw["peer_points"] = self.peer_points
         return ApiDependencies(
             snapshot=lambda: self.snapshot,
             inventory=self.inventory,
@@ -884,3 +887,40 @@ def test_large_answers_are_built_off_the_event_loop(monkeypatch: pytest.MonkeyPa
     # Selection and encoding are one native call (`Query.respond`), offloaded by the query's
     # cost: 3 pods and 2 nodes are over the lowered threshold, one zone=a node is not.
     assert offloaded == ["respond", "respond"]
+
+
+# --- peer points (--sharding=lease) ---------------------------------------------------------
+
+
+def test_peer_points_are_served_to_callers_allowed_get_nodes_metrics() -> None:
+    box: dict[str, bytes | None] = {"points": None}
+    authz = RecordingAuthorizer(deny=set())
+    env = Env(authorizer=authz, peer_points=lambda: box["points"])
+
+    async def scenario(fetch: Fetch) -> None:
+        r = await fetch("/shard/v1/points")
+        assert r.status == 503 and r.json()["reason"] == "ServiceUnavailable"
+        box["points"] = b"KMPT\x01\x01..."
+        r = await fetch("/shard/v1/points")
+        assert r.status == 200 and r.body == b"KMPT\x01\x01..."
+        assert r.headers["Content-Type"] == "application/vnd.kubemetrics.points"
+        authz.deny = {"nodes"}
+        r = await fetch("/shard/v1/points")
+        assert r.status == 403
+        assert r.json()["message"].startswith(
+            'nodes is forbidden: User "system:anonymous" cannot get resource "nodes/metrics"'
+        ), r.json()
+
+    run(env, scenario)
+    # What a kubelet asks of a metrics scraper: no new verb, no open endpoint.
+    assert {
+        (a.verb, a.resource_request, a.api_group, a.resource, a.subresource, a.name)
+        for a in authz.seen
+    } == {("get", True, "", "nodes", "metrics", "")}
+
+
+def test_without_sharding_there_is_no_points_path() -> None:
+    async def scenario(fetch: Fetch) -> None:
+        assert (await fetch("/shard/v1/points")).status == 404
+
+    run(Env(), scenario)
