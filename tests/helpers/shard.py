@@ -34,6 +34,33 @@ def agent(name: str) -> str:
     return f"kubemetrics (shard {name})"
 
 
+def grant_leases(sim: SimProcess) -> None:
+    """What the high-availability overlay's Role grants the ServiceAccount, in its namespace."""
+    sim.control(
+        "POST",
+        "rbac/grants",
+        {
+            "name": "metrics-server:shard-leases",
+            "users": [SA],
+            "verbs": ["get", "list", "watch", "create", "update", "delete"],
+            "api_groups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "namespaces": ["kube-system"],
+        },
+    )
+
+
+def shard_args(name: str, lease_duration: float = LEASE_DURATION) -> list[str]:
+    """A replica's sharding flags on loopback (the downward API's values as flags)."""
+    return [
+        "--sharding=lease",
+        f"--shard-pod-name={name}",
+        "--shard-pod-namespace=kube-system",
+        "--shard-pod-ip=127.0.0.1",
+        f"--shard-lease-duration={lease_duration:g}s",
+    ]
+
+
 @dataclass
 class Sharded:
     sim: SimProcess
@@ -57,19 +84,7 @@ class Sharded:
         ).start()
         c = cls(sim, root, lease_duration)
         try:
-            # What the high-availability overlay's Role grants, in its own namespace.
-            sim.control(
-                "POST",
-                "rbac/grants",
-                {
-                    "name": "metrics-server:shard-leases",
-                    "users": [SA],
-                    "verbs": ["get", "list", "watch", "create", "update", "delete"],
-                    "api_groups": ["coordination.k8s.io"],
-                    "resources": ["leases"],
-                    "namespaces": ["kube-system"],
-                },
-            )
+            grant_leases(sim)
             c.add(*(f"ms-{i}" for i in range(replicas)))
             c.wait_all_serve(set(sim.info["nodes"]), timeout=60)
         except BaseException:
@@ -83,14 +98,7 @@ class Sharded:
         s = ServerProcess(
             workdir,
             server_args(
-                self.sim,
-                workdir,
-                "--sharding=lease",
-                f"--shard-pod-name={name}",
-                "--shard-pod-namespace=kube-system",
-                "--shard-pod-ip=127.0.0.1",
-                f"--shard-lease-duration={self.lease_duration:g}s",
-                resolution=RESOLUTION,
+                self.sim, workdir, *shard_args(name, self.lease_duration), resolution=RESOLUTION
             ),
             name=name,
         )

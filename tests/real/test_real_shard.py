@@ -15,14 +15,11 @@ import time
 from kubemetrics_sim.launch import ServerProcess
 from tests.helpers.e2e import node_mismatch
 from tests.helpers.real import GROUP, REPO, RealCluster, eventually, pod_truth_mismatch
+from tests.helpers.shard import agent, shard_args
 
 LEASES_RBAC = REPO / "deploy" / "components" / "high-availability" / "leases-rbac.yaml"
 RESOLUTION = 5.0
 NAMES = ("shard-a", "shard-b")
-
-
-def agent(name: str) -> str:
-    return f"kubemetrics (shard {name})"
 
 
 def problems(real: RealCluster, replica: ServerProcess) -> str | None:
@@ -55,15 +52,7 @@ def leases(real: RealCluster) -> dict[str, dict[str, object]]:
 def test_two_sharded_replicas_over_real_leases(real: RealCluster) -> None:
     real.cp.kubectl("apply", "-f", str(LEASES_RBAC))
     replicas = [
-        real.backend(
-            name,
-            "--sharding=lease",
-            f"--shard-pod-name={name}",
-            "--shard-pod-namespace=kube-system",
-            "--shard-pod-ip=127.0.0.1",
-            "--shard-lease-duration=3s",
-            f"--metric-resolution={RESOLUTION:g}s",
-        )
+        real.backend(name, *shard_args(name), f"--metric-resolution={RESOLUTION:g}s")
         for name in NAMES
     ]
     try:
