@@ -158,7 +158,15 @@ class Server:
                     user_agent=f"kubemetrics (shard {sh.pod_name})",
                 ),
             )
-            sharding = Sharding(self._membership, peers, store, metrics, discovery.targets)
+            sharding = Sharding(
+                self._membership,
+                peers,
+                store,
+                metrics,
+                discovery.targets,
+                # one fetch's time, and as long again for the imports and fetches queued
+                exchange_timeout=2 * peer_timeout(c.metric_resolution),
+            )
             if creds.token.current() is None:
                 log.warning(
                     "--sharding=lease: the credentials carry no bearer token, which is what "

@@ -45,6 +45,7 @@ class PointsStore(Protocol):
     def import_points(
         self, data: bytes, now_ms: int, max_decoded_bytes: int
     ) -> tuple[list[str], list[str]]: ...
+    def forget_node(self, node: str) -> None: ...
 
 
 class ShardObserver(Protocol):
@@ -80,8 +81,11 @@ class Sharding:
         store: PointsStore,
         observer: ShardObserver,
         table: Mapping[str, NodeTarget],
+        *,
+        exchange_timeout: float,
     ) -> None:
         self.membership = membership
+        self._exchange_timeout = exchange_timeout
         self._table = table
         self.me = membership.me
         self._client = client
@@ -100,10 +104,30 @@ class Sharding:
 
     # --- exchange ---------------------------------------------------------------------------
     async def exchange(self, now_ms: int) -> ExchangeResult:
+        """Every live peer's points, fetched at most MAX_CONCURRENT_FETCHES at a time, all
+        within `exchange_timeout`: however many members a group has and however they answer,
+        the exchange delays the cycle by no more than that. A peer not done by then counts as
+        failed (its nodes are stood in for); an import already running in its thread still
+        lands, which is harmless (newest sample wins)."""
         peers = self.membership.peers()
-        results = await asyncio.gather(*(self._pull(p, now_ms) for p in peers))
+        tasks = [asyncio.ensure_future(self._pull(p, now_ms)) for p in peers]
+        pending: set[asyncio.Future[tuple[PeerState, int]]] = set()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self._exchange_timeout)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         out = ExchangeResult()
-        for peer, (state, nbytes) in zip(peers, results, strict=True):
+        for peer, task in zip(peers, tasks, strict=True):
+            if task in pending:
+                message = f"not fetched within the exchange's {self._exchange_timeout:g}s"
+                self._observer.on_peer_fetch("timeout", 0, self._exchange_timeout)
+                self._states.bad(
+                    peer.name, "timeout", "Cannot fetch a peer's points; standing in", err=message
+                )
+                state, nbytes = PeerState(error=message), 0
+            else:
+                state, nbytes = task.result()
             out.peers[peer.name] = state
             out.bytes += nbytes
         self._last = out
@@ -128,6 +152,11 @@ class Sharding:
                 self._observer.on_peer_fetch("invalid", len(body), time.monotonic() - started)
                 self._states.bad(peer.name, "invalid", "A peer's points are invalid", err=str(e))
                 return PeerState(error=str(e)), len(body)
+        # Only nodes this replica knows: a peer that has not yet seen a node's deletion (or a
+        # broken one) must not leave points here that no removal would ever forget.
+        for node in nodes:
+            if node not in self._table:
+                self._store.forget_node(node)
         self._observer.on_peer_fetch("ok", len(body), time.monotonic() - started)
         self._states.ok(peer.name, "Fetching a peer's points works again", peer=peer.name)
         return PeerState(True, frozenset(nodes), frozenset(failing)), len(body)

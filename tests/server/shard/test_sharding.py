@@ -14,7 +14,7 @@ from kubemetrics.selfmetrics import SelfMetrics
 from kubemetrics.shard.assign import Rendezvous
 from kubemetrics.shard.lease import Member
 from kubemetrics.shard.peers import PeerError
-from kubemetrics.shard.sharding import PeerState, Sharding
+from kubemetrics.shard.sharding import MAX_CONCURRENT_FETCHES, PeerState, Sharding
 from kubemetrics_sim.payload import ContainerSample, NodeSample, kubelet_text
 
 NODES = [f"node-{i:03d}" for i in range(60)]
@@ -40,12 +40,19 @@ class FakePeers:
     def __init__(self) -> None:
         self.answers: dict[str, Any] = {}
         self.fetched: list[str] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
 
     async def fetch(self, peer: Member) -> bytes:
         self.fetched.append(peer.name)
         a = self.answers.get(peer.name, PeerError("unreachable", "no answer configured"))
         if isinstance(a, tuple):
-            await asyncio.sleep(a[0])
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(a[0])
+            finally:
+                self.in_flight -= 1
             a = a[1]
         if isinstance(a, Exception):
             raise a
@@ -75,7 +82,9 @@ def body_of(nodes: list[str], failing: list[str], now_ms: int) -> bytes:
     return s.export_points(now_ms, failing)
 
 
-def sharding(me: str = "a", members: list[str] | None = None) -> tuple[Sharding, FakePeers, Any]:
+def sharding(
+    me: str = "a", members: list[str] | None = None, exchange_timeout: float = 30.0
+) -> tuple[Sharding, FakePeers, Any]:
     peers = FakePeers()
     store = _native.Store(15.0)
     metrics = SelfMetrics(15.0)
@@ -85,6 +94,7 @@ def sharding(me: str = "a", members: list[str] | None = None) -> tuple[Sharding,
         store,
         metrics,
         TABLE,
+        exchange_timeout=exchange_timeout,
     )
     return s, peers, (store, metrics)
 
@@ -189,3 +199,45 @@ def test_the_three_replicas_cover_every_node_once(me: str) -> None:
         p: PeerState(True, frozenset(n for n in NODES if own[n] == p)) for p in MEMBERS if p != me
     }
     assert [t.name for t in s.targets()] == [n for n in NODES if own[n] == me]
+
+
+MANY = [f"m{i:02d}" for i in range(40)]
+
+
+def test_fetches_in_flight_are_bounded_however_many_members() -> None:
+    s, peers, _ = sharding(members=["a", *MANY])
+    now = int(time.time() * 1000)
+    for p in MANY:
+        peers.answers[p] = (0.05, body_of([], [], now))
+    result = asyncio.run(s.exchange(now))
+    assert all(result.peers[p].ok for p in MANY)
+    assert peers.most_in_flight == MAX_CONCURRENT_FETCHES
+
+
+def test_the_whole_exchange_is_bounded_in_time_however_many_members() -> None:
+    # 40 peers that each take their full fetch timeout (1 s): 5 rounds of 8 without the
+    # exchange's own deadline; with it, the cycle waits 1.5 s and stands in for the rest.
+    s, peers, (_, metrics) = sharding(members=["a", *MANY], exchange_timeout=1.5)
+    now = int(time.time() * 1000)
+    for p in MANY:
+        peers.answers[p] = (1.0, PeerError("timeout", "no answer within 1s"))
+    t0 = time.monotonic()
+    result = asyncio.run(s.exchange(now))
+    assert time.monotonic() - t0 < 3.5
+    assert not any(result.peers[p].ok for p in MANY)
+    assert 'kubemetrics_shard_peer_requests_total{result="timeout"} 40' in metrics.render().decode()
+    s.targets()
+    assert len(s.standing_in) == len(NODES) - len(s.owned)
+
+
+def test_a_peer_s_points_for_unknown_nodes_are_not_kept() -> None:
+    # A node deleted from the cluster that a peer still exports (it has not seen the deletion
+    # yet), or any name a broken peer sends: nothing would ever forget it.
+    s, peers, (store, _) = sharding()
+    now = int(time.time() * 1000)
+    ghosts = [f"gone-{i}" for i in range(50)]
+    peers.answers["b"] = body_of([NODES[0], *ghosts], [], now)
+    result = asyncio.run(s.exchange(now))
+    assert result.peers["b"].ok
+    assert store.points()[0] == 1
+    assert list(store.snapshot(now).nodes["name"]) == [NODES[0]]
