@@ -133,10 +133,14 @@ def test_own_lease_is_created_and_renewed(sim: SimProcess) -> None:
 
 
 def test_members_see_each_other_and_drop_one_that_goes_silent(sim: SimProcess) -> None:
+    start = time.time()
+
     async def main() -> None:
         clock = Clock()
         async with client(sim) as c:
-            a = Membership(c, settings("m-a", "g-see"), ident(1), clock=clock)
+            # a's wall clock stays at `start`, before any of b's renewals: b is seen as renewed
+            # just now however late a lists it, so only a's own clock decides below.
+            a = Membership(c, settings("m-a", "g-see"), ident(1), clock=clock, wall=lambda: start)
             b = Membership(c, settings("m-b", "g-see"), ident(2))
             async with running(a):
                 async with running(b):
@@ -233,13 +237,16 @@ def test_without_lease_rights_the_replica_is_alone_and_says_so(
 
 
 def test_long_expired_leases_are_collected_with_a_precondition(sim: SimProcess) -> None:
-    status, _, _ = sim.request("POST", LEASES, external_lease("gc-old", "g-gc", time.time()))
+    written = time.time()
+    status, _, _ = sim.request("POST", LEASES, external_lease("gc-old", "g-gc", written))
     assert status == 201
 
     async def main() -> None:
         clock = Clock()
         async with client(sim) as c:
-            m = Membership(c, settings("gc-a", "g-gc"), ident(1), clock=clock)
+            # First sight reads the Lease's age off the wall clock: pinned, so that however long
+            # this machine takes to list it, the Lease is seen as renewed just now.
+            m = Membership(c, settings("gc-a", "g-gc"), ident(1), clock=clock, wall=lambda: written)
             async with running(m):
                 await until(lambda: "gc-old" in m._leases)
                 clock.t += 29.0  # 10 durations not yet passed
