@@ -43,6 +43,8 @@ use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
 use flate2::Compression;
 
+use crate::wire::proto::write_varint;
+
 use super::{stale_after_ms, Containers, NodeEntry, NodePoint, Store, NO_START};
 
 const MAGIC: &[u8; 4] = b"KMPT";
@@ -77,14 +79,6 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ExchangeError> {
 
 // --- wire helpers --------------------------------------------------------------------
 
-fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
@@ -94,7 +88,7 @@ fn unzigzag(v: u64) -> i64 {
 }
 
 fn put_ivarint(out: &mut Vec<u8>, v: i64) {
-    put_uvarint(out, zigzag(v));
+    write_varint(out, zigzag(v));
 }
 
 struct Reader<'a> {
@@ -246,7 +240,7 @@ impl Names {
     fn push(&mut self, name: &str) -> u32 {
         let id = self.count as u32;
         self.count += 1;
-        put_uvarint(&mut self.table, name.len() as u64);
+        write_varint(&mut self.table, name.len() as u64);
         self.table.extend_from_slice(name.as_bytes());
         id
     }
@@ -266,50 +260,50 @@ impl Store {
             .values()
             .filter(|e| e.local && e.scraped_ms >= horizon)
             .collect();
-        put_uvarint(&mut body, entries.len() as u64);
+        write_varint(&mut body, entries.len() as u64);
         for e in entries {
-            put_uvarint(&mut body, u64::from(names.id(&e.name)));
-            put_uvarint(&mut body, now_ms.saturating_sub(e.scraped_ms).max(0) as u64);
+            write_varint(&mut body, u64::from(names.id(&e.name)));
+            write_varint(&mut body, now_ms.saturating_sub(e.scraped_ms).max(0) as u64);
             let flags =
                 u8::from(e.last.is_some()) * HAS_LAST + u8::from(e.prev.is_some()) * HAS_PREV;
             body.push(flags);
             let base = e.last.map_or(0, |p| p.ts_ms);
             if let Some(last) = e.last {
                 put_ivarint(&mut body, last.ts_ms);
-                put_uvarint(&mut body, last.cpu_ns);
-                put_uvarint(&mut body, last.memory_bytes);
+                write_varint(&mut body, last.cpu_ns);
+                write_varint(&mut body, last.memory_bytes);
             }
             if let Some(prev) = e.prev {
                 put_ivarint(&mut body, base.wrapping_sub(prev.ts_ms));
                 let last_cpu = e.last.map_or(0, |p| p.cpu_ns);
-                put_uvarint(&mut body, last_cpu.wrapping_sub(prev.cpu_ns));
+                write_varint(&mut body, last_cpu.wrapping_sub(prev.cpu_ns));
             }
             let c = &e.containers;
-            put_uvarint(&mut body, c.len() as u64);
+            write_varint(&mut body, c.len() as u64);
             for i in 0..c.len() {
-                put_uvarint(&mut body, u64::from(names.id(&c.namespace[i])));
-                put_uvarint(&mut body, u64::from(names.id(&c.pod[i])));
-                put_uvarint(&mut body, u64::from(names.id(&c.name[i])));
+                write_varint(&mut body, u64::from(names.id(&c.namespace[i])));
+                write_varint(&mut body, u64::from(names.id(&c.pod[i])));
+                write_varint(&mut body, u64::from(names.id(&c.name[i])));
                 let has_start = c.start_ms[i] != NO_START;
                 body.push(u8::from(c.has_prev[i]) * C_HAS_PREV + u8::from(has_start) * HAS_START);
                 if has_start {
                     put_ivarint(&mut body, c.last_ts[i].wrapping_sub(c.start_ms[i]));
                 }
                 put_ivarint(&mut body, c.last_ts[i].wrapping_sub(base));
-                put_uvarint(&mut body, c.last_cpu[i]);
-                put_uvarint(&mut body, c.last_mem[i]);
+                write_varint(&mut body, c.last_cpu[i]);
+                write_varint(&mut body, c.last_mem[i]);
                 if c.has_prev[i] {
                     put_ivarint(&mut body, c.last_ts[i].wrapping_sub(c.prev_ts[i]));
-                    put_uvarint(&mut body, c.last_cpu[i].wrapping_sub(c.prev_cpu[i]));
+                    write_varint(&mut body, c.last_cpu[i].wrapping_sub(c.prev_cpu[i]));
                 }
             }
         }
         let mut plain = Vec::with_capacity(names.table.len() + body.len() + 16);
-        put_uvarint(&mut plain, names.count);
+        write_varint(&mut plain, names.count);
         plain.extend_from_slice(&names.table);
-        put_uvarint(&mut plain, failing_ids.len() as u64);
+        write_varint(&mut plain, failing_ids.len() as u64);
         for id in failing_ids {
-            put_uvarint(&mut plain, u64::from(id));
+            write_varint(&mut plain, u64::from(id));
         }
         plain.extend_from_slice(&body);
 
