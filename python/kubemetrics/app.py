@@ -210,7 +210,6 @@ class Server:
         limits = ListenerLimits.from_config(s)
         runner = self._runner = web.AppRunner(
             app,
-            access_log=None,
             handle_signals=False,
             shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
             **limits.runner_options(),

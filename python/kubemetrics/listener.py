@@ -25,6 +25,12 @@ http.Server bounds it (ReadHeaderTimeout 32 s, IdleTimeout 90 s, MaxHeaderBytes 
 aiohttp's request handler is created only once a connection has sent a complete head, so an
 idle or slow connection costs the TLS transport and this object, nothing more. The app must
 have `bracket` as its outermost middleware: it tells the connection its request is done.
+
+Every refusal is a Kubernetes `Status` (JSON), whoever makes it: this layer's 408, 429 and 431,
+and aiohttp's answers to requests its parser cannot take (400), which `StatusErrorHandler`
+renders instead of aiohttp's plain text. Those are the sender's mistakes, not the server's, so
+they are logged at V(2), without a traceback: anyone who can reach the port could otherwise
+write error lines at will.
 """
 
 from __future__ import annotations
@@ -38,10 +44,21 @@ import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
+from kubemetrics.api.status import (
+    Status,
+    header_timeout,
+    header_too_large,
+    malformed_request,
+    status_response,
+    too_many_requests,
+    withheld_internal_error,
+)
 from kubemetrics.budget import ByteBudget, Holding
 from kubemetrics.config import (
     DEFAULT_IDLE_TIMEOUT,
@@ -51,7 +68,7 @@ from kubemetrics.config import (
     DEFAULT_REQUEST_TIMEOUT,
     ServingConfig,
 )
-from kubemetrics.logs import kv, vlevel
+from kubemetrics.logs import clip, kv, vlevel
 from kubemetrics.selfmetrics import MetricWriter
 from kubemetrics.transport import accept_tls
 
@@ -72,7 +89,6 @@ _ACCEPT_BACKOFF = 0.05
 # 500 ms the same way.
 LINGER_SECONDS = 0.5
 
-Factory = Callable[[], asyncio.Protocol]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HEAD_ENDS = (b"\n\r\n", b"\n\n")
@@ -89,20 +105,28 @@ class ListenerLimits:
     header_allowance_bytes: int = HEADER_ALLOWANCE_BYTES
     header_pool_bytes: int = HEADER_POOL_BYTES
 
-    def runner_options(self) -> dict[str, Any]:
-        """aiohttp `AppRunner` options that fit these limits: handlers end with their
-        connections, keep-alive is ours, and aiohttp's per-line limits leave the whole head to
-        `max_header_bytes` (its defaults would refuse a user in many groups: the front proxy
-        sends one X-Remote-Group per group)."""
+    def handler_options(self) -> dict[str, Any]:
+        """aiohttp `RequestHandler` options that fit these limits: keep-alive is ours, and
+        aiohttp's per-line limits leave the whole head to `max_header_bytes` (its defaults
+        would refuse a user in many groups: the front proxy sends one X-Remote-Group per
+        group)."""
         return {
-            # A connection closed (by its client, or by a deadline here) cancels its handler,
-            # as a Go server cancels the request's context; aiohttp would let it run on.
-            "handler_cancellation": True,
+            "access_log": None,
             # Ours closes idle connections (and counts them); aiohttp's is a backstop.
             "keepalive_timeout": self.idle_timeout + 10.0,
             "max_line_size": self.max_header_bytes,
             "max_field_size": self.max_header_bytes,
             "max_headers": MAX_HEADERS,
+        }
+
+    def runner_options(self) -> dict[str, Any]:
+        """aiohttp `AppRunner` options: the handlers' (`handler_options`), and handlers end
+        with their connections."""
+        return {
+            # A connection closed (by its client, or by a deadline here) cancels its handler,
+            # as a Go server cancels the request's context; aiohttp would let it run on.
+            "handler_cancellation": True,
+            **self.handler_options(),
         }
 
     @classmethod
@@ -168,11 +192,56 @@ def _framing(head: bytes) -> int | None:
     return length
 
 
-def _reply(status: str, extra: str = "", body: bytes = b"") -> bytes:
+def _reply(status: Status) -> bytes:
+    """A whole HTTP answer carrying `status`, for refusals made before aiohttp sees a request."""
+    body = status.to_json()
+    extra = ""
+    if status.details is not None and status.details.retry_after_seconds:
+        extra = f"Retry-After: {status.details.retry_after_seconds}\r\n"
     return (
-        f"HTTP/1.1 {status}\r\nConnection: close\r\n{extra}"
-        f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"HTTP/1.1 {status.code} {HTTPStatus(status.code).phrase}\r\nConnection: close\r\n"
+        f"{extra}Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
+
+
+class StatusErrorHandler(RequestHandler):
+    """aiohttp's per-connection request handler, answering what it cannot parse (400) and what
+    escapes the app (500, 504) with a `Status` body instead of plain text, and logging a
+    malformed request quietly (the sender's mistake, which anyone can make at will)."""
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            # some of an answer is out: the connection is broken (aiohttp's own rule)
+            raise ConnectionError("cannot send an error after the answer began")
+        if status < 500:
+            what = (message or (str(exc) if exc else "")).strip().splitlines()
+            reason = clip(what[0].rstrip(":")) if what else ""
+            log.log(
+                vlevel(2),
+                "Refused a malformed request",
+                extra=kv(code=status, reason=reason, peer=request.remote or ""),
+            )
+            answer = (
+                malformed_request(reason)
+                if status == 400
+                else Status(code=status, reason="", message=HTTPStatus(status).phrase)
+            )
+        else:
+            answer, reference = withheld_internal_error("the request could not be served")
+            log.error(
+                "Internal error serving a request",
+                exc_info=exc,
+                extra=kv(code=status, reference=reference, peer=request.remote or ""),
+            )
+        resp = status_response(answer)
+        resp.force_close()
+        return resp
 
 
 class GuardedConnection(asyncio.Protocol, asyncio.Transport):
@@ -246,10 +315,10 @@ class GuardedConnection(asyncio.Protocol, asyncio.Transport):
                 end = i + len(sep)
         size = end if end >= 0 else len(self._head)
         if size > self._limits.max_header_bytes:
-            self._refuse("header-too-large", "431 Request Header Fields Too Large")
+            self._refuse("header-too-large", header_too_large(self._limits.max_header_bytes))
             return
         if not self._held.grow(len(data)):
-            self._refuse("header-budget", "429 Too Many Requests", "Retry-After: 1\r\n")
+            self._refuse("header-budget", too_many_requests(1))
             return
         if end < 0:
             return
@@ -265,7 +334,7 @@ class GuardedConnection(asyncio.Protocol, asyncio.Transport):
         self.close_after = self.close_after or self._open_ended
         self._body_left = length or 0
         if self._inner is None:
-            self._inner = self._l.protocol_factory()
+            self._inner = self._l.new_handler()
             self._inner.connection_made(self)
             if self._closed:
                 return
@@ -307,10 +376,10 @@ class GuardedConnection(asyncio.Protocol, asyncio.Transport):
         if stash:
             self._take_head(stash)
 
-    def _refuse(self, reason: str, status: str, extra: str = "") -> None:
+    def _refuse(self, reason: str, status: Status) -> None:
         self._l.stats.drop(reason)
         log.log(vlevel(2), "Closing a connection", extra=kv(reason=reason, peer=self._peer()))
-        self._end(_reply(status, extra, status[4:].encode()))
+        self._end(_reply(status))
 
     def _end(self, last: bytes = b"") -> None:
         """Send `last` (a refusal), then close once the client has had time to read it.
@@ -357,7 +426,7 @@ class GuardedConnection(asyncio.Protocol, asyncio.Transport):
         self._l.stats.drop(reason)
         log.log(vlevel(2), "Closing a connection", extra=kv(reason=reason, peer=self._peer()))
         if reason == "header-timeout" and self._head:
-            self._end(_reply("408 Request Timeout"))
+            self._end(_reply(header_timeout(self._limits.read_header_timeout)))
         elif reason == "request-timeout":
             self._closed = True
             assert self._transport is not None
@@ -467,17 +536,17 @@ async def bracket(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 class Listener:
-    """Accepts TLS connections on (host, port) for `protocol_factory` (aiohttp's
-    `AppRunner.server`), under `limits`."""
+    """Accepts TLS connections on (host, port) for `server` (aiohttp's `AppRunner.server`, made
+    with `limits.runner_options()`), under `limits`."""
 
     def __init__(
         self,
-        protocol_factory: Factory,
+        server: web.Server,
         context: ssl.SSLContext,
         limits: ListenerLimits | None = None,
         stats: ListenerStats | None = None,
     ) -> None:
-        self.protocol_factory = protocol_factory
+        self.server = server
         self.context = context
         self.limits = limits or ListenerLimits()
         self.stats = stats or ListenerStats()
@@ -491,6 +560,11 @@ class Listener:
         self.connections: set[GuardedConnection] = set()
         self._drained: asyncio.Event | None = None  # set once close() has seen the last go
         self._fd_warned = False
+
+    def new_handler(self) -> asyncio.Protocol:
+        """aiohttp's request handler for one connection (what `server()` makes, answering its
+        errors with Status bodies)."""
+        return StatusErrorHandler(self.server, loop=self.loop, **self.limits.handler_options())
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

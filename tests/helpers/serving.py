@@ -90,7 +90,7 @@ async def serve_tls(
         ctx.verify_mode = ssl.CERT_OPTIONAL
         ctx.load_verify_locations(cafile=str(ca.cert_file))
     app.middlewares.insert(0, bracket)
-    runner = web.AppRunner(app, access_log=None, **limits.runner_options())
+    runner = web.AppRunner(app, **limits.runner_options())
     await runner.setup()
     assert runner.server is not None
     listener = Listener(runner.server, ctx, limits)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -92,6 +95,23 @@ async def listening(tmp_path: Path, limits: ListenerLimits = LIMITS) -> AsyncIte
         hang.set()
 
 
+def status_of(answer: bytes, code: int) -> dict[str, object]:
+    """The Status object an HTTP answer carries, checked against its HTTP code."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == str(code).encode(), answer
+    assert b"\r\ncontent-type: application/json" in head.lower(), answer
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    doc = json.loads(body[:length])
+    assert (doc["kind"], doc["apiVersion"], doc["status"], doc["code"]) == (
+        "Status",
+        "v1",
+        "Failure",
+        code,
+    ), doc
+    assert isinstance(doc, dict)
+    return doc
+
+
 async def closed_after(reader: asyncio.StreamReader) -> tuple[float, bytes]:
     """(seconds until the server closed the connection, what it sent meanwhile)."""
     loop = asyncio.get_running_loop()
@@ -127,6 +147,7 @@ def test_a_head_sent_one_line_at_a_time_is_cut_at_the_header_deadline(tmp_path: 
             writer.close()
             assert seconds < CLOSED_WITHIN, seconds
             assert got.startswith(b"HTTP/1.1 408 "), got
+            assert status_of(got, 408)["reason"] == "Timeout"
             assert env.listener.stats.dropped == {"header-timeout": 1}
 
     run(main())
@@ -201,6 +222,7 @@ def test_a_head_over_max_header_bytes_gets_431(tmp_path: Path) -> None:
             line = b"X-Big: " + b"b" * 100 + b"\r\n"
             answer = await env.request(b"GET /x HTTP/1.1\r\n" + line * 700)
             assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+            assert status_of(answer, 431)["reason"] == "RequestEntityTooLarge"
             groups = b"".join(b"X-Remote-Group: group-number-%04d\r\n" % i for i in range(300))
             answer = await env.request(
                 b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + groups + b"\r\n"
@@ -236,6 +258,8 @@ def test_heads_in_progress_share_one_budget(tmp_path: Path) -> None:
             timed_out = [got for _, got in outcomes if got.startswith(b"HTTP/1.1 408 ")]
             assert len(refused) + len(timed_out) == 16, outcomes
             assert refused and timed_out
+            assert status_of(refused[0], 429)["details"] == {"retryAfterSeconds": 1}
+            assert b"\r\nRetry-After: 1\r\n" in refused[0]
             # 16 x 8 KiB free + 128 KiB pool hold at most 11 of the 41 KiB heads.
             assert len(timed_out) <= 11
             await until(lambda: budget.in_use == 0, "the pool to be returned")
@@ -308,6 +332,39 @@ def test_pipelined_requests_with_bodies_are_answered_in_order(tmp_path: Path) ->
             assert env.listener.stats.dropped == {}
 
     run(main())
+
+
+def test_what_aiohttp_cannot_parse_gets_a_status_and_no_error_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request aiohttp's parser refuses (a bad header, a bad version, too many fields, a
+    method it does not know) is answered 400 with a Status naming the fault, not aiohttp's
+    plain text; and it is logged at V(2) only: anyone can send these, as often as they like."""
+
+    async def main() -> None:
+        async with listening(tmp_path) as env:
+            for raw, fault in (
+                (b"GET /x HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", "header"),
+                (b"GET /x HTTP/9.9\r\nHost: x\r\n\r\n", "status line"),
+                (b"FOO /x HTTP/1.1\r\nHost: x\r\n\r\n", "method"),
+                (b"GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", "Content-Length"),
+                (b"GET /x HTTP/1.1\r\n" + b"X: a\r\n" * 5000 + b"\r\n", "headers"),
+            ):
+                doc = status_of(await env.request(raw), 400)
+                assert doc["reason"] == "BadRequest", doc
+                message = str(doc["message"])
+                assert message.startswith("malformed HTTP request: "), doc
+                assert fault.lower() in message.lower(), doc
+            # the connection still serves after all that
+            answer = await env.request(b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+
+    with caplog.at_level(logging.DEBUG):
+        run(main())
+    loud = [r for r in caplog.records if r.levelno > logging.INFO - 2]
+    assert not loud, [(r.name, r.levelname, r.getMessage()) for r in loud]
+    quiet = [r for r in caplog.records if r.getMessage() == "Refused a malformed request"]
+    assert len(quiet) == 5 and all(r.levelno == logging.INFO - 2 for r in quiet)
 
 
 def test_a_chunked_request_is_served_and_ends_its_connection(tmp_path: Path) -> None:

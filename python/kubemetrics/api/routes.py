@@ -49,7 +49,6 @@ from kubemetrics.api.negotiation import (
 from kubemetrics.api.points import POINTS_PATH, PointsSource, points_attributes, points_handler
 from kubemetrics.api.status import (
     METRICS_GROUP,
-    Status,
     StatusError,
     bad_request,
     forbidden,
@@ -58,6 +57,7 @@ from kubemetrics.api.status import (
     not_acceptable,
     not_found,
     path_not_found,
+    status_response,
     unauthorized,
     withheld_internal_error,
 )
@@ -126,16 +126,6 @@ class ApiDependencies:
     server_version: str = _native.__version__
     git_commit: str = ""
     build_date: str = ""
-
-
-def status_response(status: Status) -> web.Response:
-    # kube-apiserver would encode Status as protobuf for a protobuf-only client; every client
-    # of this API (client-go, kubectl, the HPA) decodes by the response Content-Type, so JSON
-    # is always understood and keeps error bodies readable.
-    resp = web.Response(body=status.to_json(), status=status.code, content_type=JSON)
-    if status.details is not None and status.details.retry_after_seconds:
-        resp.headers["Retry-After"] = str(status.details.retry_after_seconds)
-    return resp
 
 
 def _request_attributes(request: web.Request, user: UserInfo) -> RequestAttributes:

@@ -3,7 +3,8 @@
 `StatusError` is the one exception for "a request failed with this `Status`", as client-go's
 `errors.StatusError` is: our handlers raise it and the error middleware renders it, and the
 API-server client (`kube.client`) raises it for the API server's own failure answers. This
-module is a leaf (it imports nothing of the server but `gostrings`), so every layer may use it.
+module is a leaf (it imports nothing of the server but `gostrings`), so every layer may use it:
+the listener answers with these too, for the requests it refuses before the app sees them.
 
 Field order follows Go's `metav1.Status` JSON encoding (kind, apiVersion, metadata, status,
 message, reason, details, code) and empty detail fields are omitted, as `omitempty` does, so
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from aiohttp import web
 
 from kubemetrics.gostrings import go_quote
 
@@ -106,6 +108,17 @@ class StatusError(Exception):
         return self.status.reason
 
 
+def status_response(status: Status) -> web.Response:
+    """The HTTP answer carrying `status` (with `Retry-After` when it names one)."""
+    # kube-apiserver would encode Status as protobuf for a protobuf-only client; every client
+    # of this API (client-go, kubectl, the HPA) decodes by the response Content-Type, so JSON
+    # is always understood and keeps error bodies readable.
+    resp = web.Response(body=status.to_json(), status=status.code, content_type="application/json")
+    if status.details is not None and status.details.retry_after_seconds:
+        resp.headers["Retry-After"] = str(status.details.retry_after_seconds)
+    return resp
+
+
 def _qualified(group: str, resource: str) -> str:
     # schema.GroupResource.String(): "resource.group", or just "resource" for the core group.
     return f"{resource}.{group}" if group else resource
@@ -163,6 +176,32 @@ def not_acceptable(supported: tuple[str, ...]) -> Status:
         code=406,
         reason="NotAcceptable",
         message="only the following media types are accepted: " + ", ".join(supported),
+    )
+
+
+def malformed_request(what: str) -> Status:
+    """A request aiohttp's parser refused (bad request line, header, framing): a 400 that
+    names what was wrong, in the parser's words (the sender's own bytes, nobody else's)."""
+    return bad_request(f"malformed HTTP request: {what}" if what else "malformed HTTP request")
+
+
+def header_timeout(seconds: float) -> Status:
+    """The request head did not arrive within --read-header-timeout (408; there is no
+    Kubernetes reason for it, and "Timeout" is the nearest)."""
+    return Status(
+        code=408,
+        reason="Timeout",
+        message=f"the request head did not arrive within {seconds:g}s",
+    )
+
+
+def header_too_large(limit: int) -> Status:
+    """The request head is over --max-header-bytes (431; "RequestEntityTooLarge" is the
+    Kubernetes reason nearest to it)."""
+    return Status(
+        code=431,
+        reason="RequestEntityTooLarge",
+        message=f"the request head is larger than {limit} bytes",
     )
 
 
