@@ -4,7 +4,7 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 VENV_OK := .venv/.installed
 
-.PHONY: dev build demo test test-rust test-py lint fmt bench bench-save bench-compare fuzz clean peers test-real
+.PHONY: dev build demo test test-rust test-py lint fmt bench bench-save bench-compare fuzz fuzz-http clean peers test-real
 
 $(VENV_OK): pyproject.toml
 	python3 -m venv .venv
@@ -71,6 +71,11 @@ test-real: build
 
 fuzz:
 	cd rust/fuzz && cargo +nightly fuzz run --fuzz-dir . parse corpus/parse seeds -- -dict=parse.dict -max_total_time=$${FUZZ_SECONDS:-600}
+
+# The HTTP surface fuzz (tests/e2e/test_fuzz_http.py) with random instead of the fixed examples
+# `make test` runs: FUZZ_HTTP_EXAMPLES per test (default 5000, about 15 minutes).
+fuzz-http: build
+	FUZZ_HTTP_EXAMPLES=$${FUZZ_HTTP_EXAMPLES:-5000} $(PY) -m pytest -q tests/e2e/test_fuzz_http.py
 
 clean:
 	rm -rf .venv target

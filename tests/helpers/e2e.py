@@ -50,12 +50,20 @@ class Cluster:
     root: Path
 
     @classmethod
-    def start(cls, root: Path, *, nodes: int, pods_per_node: int, seed: int) -> Cluster:
+    def start(
+        cls,
+        root: Path,
+        *,
+        nodes: int,
+        pods_per_node: int,
+        seed: int,
+        server_extra: Sequence[str] = (),
+    ) -> Cluster:
         sim = SimProcess(
             root / "sim", nodes=nodes, pods_per_node=pods_per_node, seed=seed, refresh_ms=REFRESH_MS
         ).start()
         server = ServerProcess(
-            root / "server", server_args(sim, root / "server", resolution=RESOLUTION)
+            root / "server", server_args(sim, root / "server", *server_extra, resolution=RESOLUTION)
         )
         # Direct requests authenticate as the cluster admin (client CA = the cluster CA).
         server.client_cert = (sim.file("admin_cert"), sim.file("admin_key"))
