@@ -273,6 +273,31 @@ def setup_logging(
     logging.captureWarnings(True)
 
 
+class LogThrottle:
+    """A token bucket for lines any client can cause at will (a refused token): `burst` let
+    through at once, then `rate` a second; the rest are counted, and the next line let through
+    says how many were held back (`admit()` returns that count, None to drop the line)."""
+
+    def __init__(self, rate: float = 1.0, burst: int = 10, *, clock: Any = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+        self._held = 0
+
+    def admit(self) -> int | None:
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1.0:
+            self._held += 1
+            return None
+        self._tokens -= 1.0
+        held, self._held = self._held, 0
+        return held
+
+
 @dataclass
 class _KeyState:
     state: str

@@ -16,6 +16,7 @@ from kubemetrics.config import LoggingConfig
 from kubemetrics.logs import (
     JsonFormatter,
     KlogFormatter,
+    LogThrottle,
     StateLog,
     VerbosityFilter,
     kv,
@@ -315,3 +316,16 @@ def test_klog_arguments_cannot_break_the_line() -> None:
         record(logging.INFO, "first\nsecond %s", created=0.0, args=("a\nb",))
     )
     assert two.endswith("] first\nsecond a\\nb")
+
+
+def test_log_throttle_lets_a_burst_through_then_a_line_a_second_with_the_count() -> None:
+    now = [0.0]
+    t = LogThrottle(rate=1.0, burst=3, clock=lambda: now[0])
+    assert [t.admit() for _ in range(5)] == [0, 0, 0, None, None]
+    now[0] += 0.5
+    assert t.admit() is None
+    now[0] += 0.5
+    assert t.admit() == 3  # the three held back since the last line
+    assert t.admit() is None
+    now[0] += 100.0  # a long quiet spell refills only up to the burst
+    assert [t.admit() for _ in range(4)] == [1, 0, 0, None]

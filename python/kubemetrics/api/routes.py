@@ -66,7 +66,7 @@ from kubemetrics.budget import ByteBudget
 from kubemetrics.config import DEFAULT_REQUEST_TIMEOUT
 from kubemetrics.gostrings import go_quote
 from kubemetrics.health import HealthChecks, health_routes
-from kubemetrics.logs import clip, kv
+from kubemetrics.logs import LogThrottle, clip, kv
 from kubemetrics.selfmetrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from kubemetrics.selfmetrics import SelfMetrics
 
@@ -216,15 +216,25 @@ def _errors_middleware() -> Middleware:
 def _auth_middleware(
     authenticator: Authenticator, admission: Admission, authorizer: Authorizer
 ) -> Middleware:
+    # Anyone can send a bogus token as often as they like: a line each would let them write
+    # the log at network speed. Past a burst, a line a second says how many were held back.
+    throttle = LogThrottle(rate=1.0, burst=10)
+
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             user = await authenticator.authenticate(request)
         except AuthenticationError as e:
-            log.info(
-                "Authentication failed",
-                extra=kv(method=request.method, path=clip(request.path), err=clip(str(e))),
-            )
+            held = throttle.admit()
+            if held is not None:
+                pairs: dict[str, object] = {
+                    "method": request.method,
+                    "path": clip(request.path),
+                    "err": clip(str(e)),
+                }
+                if held:
+                    pairs["suppressed"] = held
+                log.info("Authentication failed", extra=kv(**pairs))
             raise StatusError(unauthorized()) from None
         async with admission.admit(request, user):
             attrs = _request_attributes(request, user)

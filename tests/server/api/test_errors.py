@@ -134,3 +134,30 @@ def test_a_failed_access_review_is_withheld_from_the_client(
     reference = body["message"].rsplit(" ", 1)[1].rstrip(")")
     log = server_log.getvalue()
     assert f'reference="{reference}"' in log and "HTTP 503: down" in log
+
+
+def test_refused_tokens_cannot_flood_the_log(tmp_path: Path, server_log: io.StringIO) -> None:
+    """Fifty requests with a refused token, back to back: the first ten are logged, the rest
+    held back (a line a second after the burst would say how many), and every one is a 401."""
+
+    async def main() -> list[int]:
+        app = build_app(api_deps(authenticator=TokenRejecter()))
+        async with (
+            serve_tls(app, tmp_path) as served,
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=served.client)) as session,
+        ):
+            codes = []
+            for _ in range(50):
+                async with session.get(
+                    f"https://127.0.0.1:{served.port}{NODES}",
+                    headers={"Authorization": "Bearer nope"},
+                ) as resp:
+                    codes.append(resp.status)
+            return codes
+
+    assert run(main()) == [401] * 50
+    lines = [ln for ln in server_log.getvalue().splitlines() if "Authentication failed" in ln]
+    # 10 at once, and at most a few more as the bucket refills while the requests run
+    assert 10 <= len(lines) <= 15, lines
+    later = [ln for ln in lines[10:] if "suppressed=" in ln]
+    assert later == lines[10:], lines
