@@ -228,6 +228,11 @@ class ApiServer:
         self.app = web.Application(middlewares=[self.middleware], client_max_size=16 << 20)
         self.app.router.add_route("*", "/{tail:.*}", self.dispatch)
         self.runner: web.AppRunner | None = None
+        self.listening: asyncio.Server | None = None
+        self.address: tuple[str, int] = ("", 0)
+        self.lists: dict[str, int] = {}  # completed list requests by resource (relists show)
+        self.outages = 0
+        self._outage: asyncio.Task[None] | None = None
         self.control: Callable[[web.Request, UserInfo], Awaitable[web.StreamResponse]] | None = None
         self.attached_to = ""  # a real API server's URL: then only /_sim is served here
 
@@ -250,14 +255,65 @@ class ApiServer:
             shutdown_timeout=1.0,
         )
         await self.runner.setup()
+        self._ssl = self.ssl_context()
+        await self._listen(host, port)
+        return self.address[1]
+
+    async def _listen(self, host: str, port: int) -> None:
+        assert self.runner is not None and self.runner.server is not None
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        site = web.SockSite(self.runner, sock, ssl_context=self.ssl_context(), backlog=1024)
-        await site.start()
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind((host, port))
+            sock.listen(1024)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self.listening = await asyncio.get_running_loop().create_server(
+            self.runner.server, sock=sock, ssl=self._ssl
+        )
+        self.address = (host, int(sock.getsockname()[1]))
+
+    def outage(self, seconds: float, *, forget_history: bool = False) -> None:
+        """Refuse connections for `seconds`, as a restarting API server does: the listening
+        socket closes at once (connection refused), every open connection (watches included)
+        is dropped a moment later (after the caller's answer is out), and the same address
+        listens again afterwards. `forget_history`: the watch history starts over then (a
+        new watch cache), so resuming watches get 410."""
+        if self._outage is not None and not self._outage.done():
+            raise ValueError("an outage is already under way")
+        self.outages += 1
+        self._outage = asyncio.get_running_loop().create_task(
+            self._run_outage(seconds, forget_history)
+        )
+
+    async def _run_outage(self, seconds: float, forget_history: bool) -> None:
+        assert self.runner is not None and self.runner.server is not None
+        if self.listening is not None:
+            self.listening.close()
+            self.listening = None
+        log.info("API server outage: refusing connections for %gs", seconds)
+        await asyncio.sleep(0.2)
+        for handler in self.runner.server.connections:
+            handler.force_close()
+        await asyncio.sleep(seconds - 0.2)
+        if forget_history:
+            self.store.forget_history()
+        while True:
+            try:
+                await self._listen(*self.address)
+                break
+            except OSError as e:  # the port taken meanwhile: keep trying, say so
+                log.error("API server cannot listen again on %s: %s", self.address, e)
+                await asyncio.sleep(1.0)
+        log.info("API server outage over")
 
     async def stop(self) -> None:
+        if self._outage is not None:
+            self._outage.cancel()
+        if self.listening is not None:
+            self.listening.close()
         await self.aggregator.stop()
         if self.runner is not None:
             await self.runner.cleanup()
@@ -586,6 +642,7 @@ class ApiServer:
             # no continue token); clients must cope with that, so the simulator does it too.
             limit = 0
         objs = self.store.select(resource, ns, lsel, fsel, start)
+        self.lists[resource] = self.lists.get(resource, 0) + 1
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
         items: list[KObj] = []
         cont = False

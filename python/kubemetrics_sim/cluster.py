@@ -140,6 +140,7 @@ class Cluster:
         self.churn_task: asyncio.Task[None] | None = None
         self.pending_starts: set[asyncio.TimerHandle] = set()
         self.churn_events = 0
+        self.heal_timers: dict[str, asyncio.TimerHandle] = {}  # faults set to end by themselves
 
     # --- certificates and files -------------------------------------------------------------
     def make_pki(self, ca: Authority | None = None) -> None:
@@ -626,7 +627,9 @@ class Cluster:
         self.write_cluster_json()
         return node
 
-    def set_fault(self, name: str, fault: str, seconds: float = 0.0) -> Node:
+    def set_fault(self, name: str, fault: str, seconds: float = 0.0, duration: float = 0.0) -> Node:
+        """`duration` > 0: the node heals by itself that many seconds later (a fault that
+        outlasts the control API, e.g. across an API server outage)."""
         node = self.nodes.get(name)
         if node is None:
             raise LookupError(f'nodes "{name}" not found')
@@ -634,12 +637,26 @@ class Cluster:
             fault = ""
         elif fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}, want one of {', '.join(FAULTS)} or heal")
+        if duration < 0:
+            raise ValueError("duration must be >= 0")
+        timer = self.heal_timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        if fault and duration > 0:
+            self.heal_timers[name] = asyncio.get_running_loop().call_later(
+                duration, self._heal_by_itself, name
+            )
         node.fault = fault
         node.fault_seconds = seconds
         node.invalidate()
         for hook in self.listener_hooks:
             hook(node)
         return node
+
+    def _heal_by_itself(self, name: str) -> None:
+        self.heal_timers.pop(name, None)
+        if name in self.nodes:
+            self.set_fault(name, "heal")
 
     def set_backend(self, backend: Backend | None) -> None:
         self.backend = backend

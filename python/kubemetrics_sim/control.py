@@ -69,10 +69,19 @@ class Control:
                     b = await _body(request)
                     names = b.get("nodes") or [b.get("node")]
                     fault = str(b.get("fault", ""))
+                    seconds = float(b.get("seconds", 0) or 0)
+                    duration = float(b.get("for", 0) or 0)
                     for name in names:
-                        c.set_fault(str(name), fault, float(b.get("seconds", 0) or 0))
+                        c.set_fault(str(name), fault, seconds, duration)
                     await self.api.fleet.settle()
                     return json_response({"nodes": names, "fault": fault or "heal"})
+            if parts == ["outage"] and m == "POST":
+                b = await _body(request)
+                seconds = float(b.get("seconds", 0))
+                if not 0 < seconds <= 3600:
+                    raise ValueError("seconds must be in (0, 3600]")
+                self.api.outage(seconds, forget_history=bool(b.get("compact", False)))
+                return json_response({"seconds": seconds})
             if parts == ["pods"] and m == "POST":
                 pod = c.create_pod(await _body(request))
                 return json_response(
@@ -110,11 +119,7 @@ class Control:
             if parts == ["churn", "once"] and m == "POST":
                 return json_response({"action": c.churn_once()})
             if parts == ["compact"] and m == "POST":
-                # Forget the whole watch history: any watch resuming before now gets 410.
-                c.store.history.clear()
-                c.store.rv += 1
-                c.store.floor = c.store.rv
-                return json_response({"floor": c.store.floor})
+                return json_response({"floor": c.store.forget_history()})
             if parts == ["aggregator"]:
                 if m == "GET":
                     return json_response(self.api.aggregator.describe())
@@ -160,6 +165,8 @@ class Control:
             "resource_version": c.store.rv,
             "history_floor": c.store.floor,
             "watches": self.api.watches,
+            "lists": dict(self.api.lists),
+            "outages": self.api.outages,
             "kubelet_requests": self.api.fleet.requests,
             "churn_events": c.churn_events,
             "backend": c.backend.to_dict() if c.backend else None,

@@ -236,8 +236,16 @@ class SimProcess:
         q = "&".join(f"{k}={v}" for k, v in (("node", node), ("namespace", namespace)) if v)
         return dict(self.control("GET", "truth" + (f"?{q}" if q else "")))
 
-    def fault(self, node: str, fault: str, seconds: float = 0.0) -> None:
-        self.control("POST", "faults", {"node": node, "fault": fault, "seconds": seconds})
+    def fault(self, node: str, fault: str, seconds: float = 0.0, duration: float = 0.0) -> None:
+        """`duration` > 0: the simulator heals the node by itself after that many seconds."""
+        self.control(
+            "POST", "faults", {"node": node, "fault": fault, "seconds": seconds, "for": duration}
+        )
+
+    def outage(self, seconds: float, *, compact: bool = False) -> None:
+        """The API server refuses connections for `seconds` (then, with `compact`, forgets its
+        watch history, as a restarted one would)."""
+        self.control("POST", "outage", {"seconds": seconds, "compact": compact})
 
     def heal(self, node: str) -> None:
         self.fault(node, "heal")

@@ -213,6 +213,14 @@ class Store:
         for w in self.watchers:
             w.offer(ev)
 
+    def forget_history(self) -> int:
+        """Forget every past event (a new watch cache): a watch resuming from before now gets
+        410. Returns the new floor."""
+        self.history.clear()
+        self.rv += 1
+        self.floor = self.rv
+        return self.floor
+
     def add(self, o: KObj) -> None:
         self.objects[o.resource][o.key] = o
         self._sorted[o.resource] = None

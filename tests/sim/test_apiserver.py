@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import http.client
 import json
+import socket
+import ssl
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -331,3 +336,44 @@ def test_client_certificate_authentication(sim: SimProcess) -> None:
     user = kc["users"][0]["user"]
     assert "client-certificate-data" in user and "token" not in user
     assert base64.b64decode(user["client-certificate-data"]).startswith(b"-----BEGIN CERT")
+
+
+def test_an_outage_refuses_connections_drops_watches_and_ends(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """`POST /_sim/outage`: connections are refused at once, an open watch is cut, the same
+    address answers again after the outage, and with `compact` a watch resuming from before it
+    gets 410 (a restarted API server's new watch cache)."""
+    with SimProcess(tmp_path_factory.mktemp("outage"), nodes=2, pods_per_node=2, seed=3) as s:
+        _, body = get(s, "/api/v1/pods")
+        rv = int(body["metadata"]["resourceVersion"])
+        host = str(s.info["apiserver"]["host"])
+        c = http.client.HTTPSConnection(host, s.api_port, context=s.ssl_context(), timeout=30)
+        auth = {"Authorization": f"Bearer {s.token('admin')}"}
+        c.request("GET", "/api/v1/pods?watch=1", headers=auth)
+        watch_answer = c.getresponse()
+        assert watch_answer.status == 200
+        lists_before = s.state()["lists"]["pods"]
+        s.outage(2.0, compact=True)
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, s.api_port), timeout=5).close()
+        # the watch was cut (its stream ends) well before the outage is over
+        with contextlib.suppress(http.client.IncompleteRead, OSError):
+            while watch_answer.read1(65536):
+                pass
+        assert time.monotonic() - t0 < 1.5
+        c.close()
+        while True:
+            try:
+                state = s.state()
+                break
+            except (ConnectionRefusedError, ssl.SSLError):
+                assert time.monotonic() - t0 < 15, "the API server never came back"
+                time.sleep(0.1)
+        assert time.monotonic() - t0 >= 1.8
+        assert state["outages"] == 1 and state["history_floor"] > rv
+        assert get(s, "/api/v1/pods")[0] == 200
+        assert s.state()["lists"]["pods"] == lists_before + 1
+        events = watch_lines(s, f"/api/v1/pods?watch=1&resourceVersion={rv}&timeoutSeconds=1")
+        assert events[0]["type"] == "ERROR" and events[0]["object"]["code"] == 410

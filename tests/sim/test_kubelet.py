@@ -326,3 +326,31 @@ def test_kubelets_count_who_scraped_them(sim: SimProcess) -> None:
     got = {a: n - before.get("node-0002", {}).get(a, 0) for a, n in after["node-0002"].items()}
     assert {a: n for a, n in got.items() if n} == {"replica-a": 2, "replica-b": 1}
     assert after.get("node-0001") == before.get("node-0001")
+
+
+def test_a_fault_with_a_duration_heals_by_itself(sim: SimProcess) -> None:
+    node = "node-0002"
+    host, port = sim.node_address(node)
+    sim.fault(node, "down", duration=1.5)
+    t0 = time.monotonic()
+    time.sleep(0.2)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, port), timeout=5).close()
+    assert sim.control("GET", "faults") == {node: {"fault": "down", "seconds": 0.0}}
+    while True:
+        try:
+            assert sim.kubelet_get(node)[0] == 200
+            break
+        except (ConnectionRefusedError, ssl.SSLError):
+            assert time.monotonic() - t0 < 10, "never healed"
+            time.sleep(0.1)
+    assert time.monotonic() - t0 >= 1.4
+    assert sim.control("GET", "faults") == {}
+    # a later fault without a duration cancels nothing it should not: it stays
+    sim.fault(node, "http500", duration=0.5)
+    sim.fault(node, "http500")
+    time.sleep(1.0)
+    try:
+        assert sim.kubelet_get(node)[0] == 500
+    finally:
+        sim.heal(node)
