@@ -4,7 +4,7 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 VENV_OK := .venv/.installed
 
-.PHONY: dev build demo test test-rust test-py lint fmt bench bench-save bench-compare fuzz fuzz-http clean peers test-real
+.PHONY: dev build demo test test-rust test-py lint fmt bench bench-save bench-compare fuzz fuzz-http clean peers test-real soak
 
 $(VENV_OK): pyproject.toml
 	python3 -m venv .venv
@@ -71,6 +71,12 @@ test-real: build
 
 fuzz:
 	cd rust/fuzz && cargo +nightly fuzz run --fuzz-dir . parse corpus/parse seeds -- -dict=parse.dict -max_total_time=$${FUZZ_SECONDS:-600}
+
+# The chaos soak (tests/soak, tests/helpers/soak.py): 1,000 simulated nodes x 30 pods for
+# SOAK_MINUTES (10) through kubelet faults, pod churn and a 60 s API server outage; about 12
+# minutes with start-up. Too long for `make test`'s budget: CI runs it after it (.ci/run).
+soak: build
+	SOAK_MINUTES=$${SOAK_MINUTES:-10} $(PY) -m pytest -q -s tests/soak
 
 # The HTTP surface fuzz (tests/e2e/test_fuzz_http.py) with random instead of the fixed examples
 # `make test` runs: FUZZ_HTTP_EXAMPLES per test (default 5000, about 15 minutes).

@@ -8,16 +8,18 @@ from tests.helpers.fixtures import sim, sim_factory
 
 __all__ = ["sim", "sim_factory"]
 
-REAL = Path(__file__).resolve().parent / "real"
+HERE = Path(__file__).resolve().parent
+# Tiers that run only when named: tests/real (the real-cluster tier, `make test-real`) and
+# tests/soak (the 10-minute chaos soak, `make soak`); both are minutes long.
+NAMED_ONLY = (HERE / "real", HERE / "soak")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """tests/real (the real-cluster tier, minutes long) runs only when named: `make test-real`."""
-    if collection_path != REAL:
+    if collection_path not in NAMED_ONLY:
         return None
     base = config.invocation_params.dir
     for arg in config.args:
         p = (base / arg.split("::")[0]).resolve()
-        if p == REAL or REAL in p.parents:
+        if p == collection_path or collection_path in p.parents:
             return None
     return True
